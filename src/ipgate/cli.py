@@ -1,0 +1,72 @@
+"""`ipgate`: run the classic commands against a configuration, check it, or demo it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ipgate.shell import ScriptErrors, Shell, load_script
+from ipgate.stack import Stack
+
+TOOLS = ("ip", "ifconfig", "route", "sysctl")
+
+
+def load(path: str, keep_going: bool = False) -> Stack:
+    text = Path(path).read_text()
+    return load_script(text, path, keep_going=keep_going)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config: str | None = None
+    if len(argv) >= 2 and argv[0] in ("-c", "--config"):
+        config = argv[1]
+        argv = argv[2:]
+    if not argv:
+        print("usage: ipgate [-c FILE] {ip|ifconfig|route|sysctl} ... | ipgate check FILE | ipgate demo",
+              file=sys.stderr)
+        return 2
+    if argv[0] == "check":
+        return cmd_check(argv[1:])
+    if argv[0] == "demo":
+        from ipgate.demo import run_demo
+
+        return run_demo()
+    if argv[0] in TOOLS:
+        try:
+            stack = load(config) if config else Stack()
+        except ScriptErrors as e:
+            print(e, file=sys.stderr)
+            return 1
+        except OSError as e:
+            print(f"ipgate: {config}: {e.strerror}", file=sys.stderr)
+            return 1
+        res = Shell(stack).run_argv(argv)
+        sys.stdout.write(res.out)
+        sys.stderr.write(res.err)
+        return res.status
+    print(f"ipgate: unknown command {argv[0]!r}", file=sys.stderr)
+    return 2
+
+
+def cmd_check(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ipgate check")
+    p.add_argument("file")
+    p.add_argument("--keep-going", action="store_true", help="report every bad line, not just the first")
+    a = p.parse_args(argv)
+    try:
+        load(a.file, keep_going=a.keep_going)
+    except ScriptErrors as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"ipgate: {a.file}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"{a.file}: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

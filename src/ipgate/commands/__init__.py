@@ -1,0 +1,1 @@
+"""The command languages: ip, ifconfig, route, sysctl/echo lines, rt_tables."""

@@ -1,0 +1,1 @@
+"""Routing: FIB tables (net/ipv4/fib_trie.c), rules (fib_rules.c), lookups (route.c)."""

@@ -1,0 +1,105 @@
+"""Run command lines against a Stack, as a shell running the real tools would.
+
+`Shell.run_line` returns what the process would have printed and its exit status.
+`load_script` applies a whole configuration all-or-nothing: it runs on a copy of
+the state and only a fully successful script replaces it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from ipgate.commands.base import Exit, Output
+from ipgate.commands.script import do_echo, do_sysctl, logical_lines, program_name, split_line
+from ipgate.errors import ConfigError, NetlinkError
+from ipgate.stack import Stack
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    status: int
+    out: str
+    err: str
+
+
+class Shell:
+    def __init__(self, stack: Stack | None = None) -> None:
+        self.stack = stack if stack is not None else Stack()
+
+    def run_line(self, line: str) -> Result:
+        return self.run_argv(split_line(line))
+
+    def run_argv(self, words: list[str]) -> Result:
+        o = Output()
+        try:
+            o.status = self._dispatch(words, o)
+        except Exit as e:
+            if e.message:
+                o.error(e.message)
+            o.status = e.status
+        except NetlinkError as e:
+            o.error(e.iproute2_text())
+            o.status = 2
+        return Result(o.status, "".join(o.out), "".join(o.err))
+
+    def _dispatch(self, words: list[str], o: Output) -> int:
+        if not words:
+            return 0
+        prog = program_name(words[0])
+        args = words[1:]
+        if prog == "ip":
+            from ipgate.commands.ip import IpCommand
+
+            return IpCommand(self.stack, o).run(args)
+        if prog == "ifconfig":
+            from ipgate.commands.ifconfig import ifconfig
+
+            return ifconfig(self.stack, args, o)
+        if prog == "route":
+            from ipgate.commands.nettools_route import route
+
+            return route(self.stack, args, o)
+        if prog == "echo":
+            return do_echo(self.stack, words, o)
+        if prog == "sysctl":
+            return do_sysctl(self.stack, words, o)
+        if prog in ("true", ":"):
+            return 0
+        raise Exit(127, f"ipgate: {prog}: command not understood")
+
+
+def load_script(text: str, filename: str, stack: Stack | None = None, keep_going: bool = False) -> Stack:
+    """Apply a configuration script to a copy of `stack`; raise ConfigError(s) on failure.
+
+    With keep_going, every bad line is collected (later lines still run) and one
+    ConfigError listing them all is raised at the end; the state is unchanged.
+    """
+    work = copy.deepcopy(stack) if stack is not None else Stack()
+    sh = Shell(work)
+    errors: list[ConfigError] = []
+    for lineno, line in logical_lines(text):
+        try:
+            words = split_line(line)
+        except ValueError as e:
+            errors.append(ConfigError(filename, lineno, f"cannot parse line: {e}"))
+            if not keep_going:
+                break
+            continue
+        if not words:
+            continue
+        res = sh.run_argv(words)
+        if res.status != 0:
+            msg = res.err.strip().replace("\n", " ") or f"exit status {res.status}"
+            errors.append(ConfigError(filename, lineno, msg))
+            if not keep_going:
+                break
+    if errors:
+        raise ScriptErrors(errors)
+    return work
+
+
+class ScriptErrors(Exception):
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
