@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ipgate.shell import Shell, ScriptErrors, load_script
+from ipgate.shell import ScriptErrors, Shell, load_script
 
 
 def box(*lines: str) -> Shell:

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "demo":
         from ipgate.demo import run_demo
 
-        return run_demo()
+        return int(run_demo())
     if argv[0] in TOOLS:
         try:
             stack = load(config) if config else Stack()

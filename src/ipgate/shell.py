@@ -55,11 +55,11 @@ class Shell:
         if prog == "ifconfig":
             from ipgate.commands.ifconfig import ifconfig
 
-            return ifconfig(self.stack, args, o)
+            return int(ifconfig(self.stack, args, o))
         if prog == "route":
             from ipgate.commands.nettools_route import route
 
-            return route(self.stack, args, o)
+            return int(route(self.stack, args, o))
         if prog == "echo":
             return do_echo(self.stack, words, o)
         if prog == "sysctl":

@@ -397,7 +397,8 @@ class Stack:
             nhs = (FibNh(cfg.gw, cfg.oif, 1, 0, RT_SCOPE_NOWHERE),)
         elif err:
             if cfg.gw or cfg.oif or cfg.multipath:
-                raise NetlinkError(errno.EINVAL, "Gateway, device and multipath can not be specified for this route type")
+                raise NetlinkError(errno.EINVAL,
+                                   "Gateway, device and multipath can not be specified for this route type")
         elif cfg.scope == RT_SCOPE_HOST:
             if cfg.multipath:
                 raise NetlinkError(errno.EINVAL, "Route with host scope can not have multiple nexthops")
@@ -500,7 +501,7 @@ class Stack:
                 want = [(n.gw, n.oif) for n in cfg.multipath]
                 have = [(n.gw, n.oif) for n in fi.nhs]
                 if len(want) != len(have) or any(
-                        (wg and wg != hg) or (wo and wo != ho) for (wg, wo), (hg, ho) in zip(want, have)):
+                        (wg and wg != hg) or (wo and wo != ho) for (wg, wo), (hg, ho) in zip(want, have, strict=True)):
                     continue
             t.remove(cfg.dst, cfg.dst_len, fa)
             return

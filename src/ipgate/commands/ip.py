@@ -83,6 +83,13 @@ def _need_prefix(arg: str) -> Exit:
     return Exit(1, f'Error: any valid prefix is expected rather than "{arg}".')
 
 
+def _need(nxt: str | None) -> str:
+    """The argument a keyword requires (iproute2's NEXT_ARG)."""
+    if nxt is None:
+        raise Exit(255, 'Command line is not complete. Try option "help"')
+    return nxt
+
+
 def _inet_prefix(arg: str) -> Exit:
     return Exit(1, f'Error: inet prefix is expected rather than "{arg}".')
 
@@ -127,7 +134,7 @@ def _dsfield(arg: str, what: str = "TOS value") -> int:
 def dsfield_name(v: int) -> str:
     # Only the names that iproute2 6.1's shipped rt_dsfield file defines are printed.
     name = DSFIELD_NAMES.get(v)
-    if name is None or not name[:2] in ("CS", "AF", "EF"):
+    if name is None or name[:2] not in ("CS", "AF", "EF"):
         return f"0x{v:02x}"
     return name
 
@@ -303,7 +310,7 @@ class IpCommand:
                 i += 1
                 v = _u32(args[i], "MTU")
                 if v < 68 and not d.loopback:
-                    raise NetlinkError(errno.EINVAL, f"mtu less than device minimum")
+                    raise NetlinkError(errno.EINVAL, "mtu less than device minimum")
                 d.mtu = v
             elif a == "name":
                 i += 1
@@ -370,22 +377,18 @@ class IpCommand:
             a = args[i]
             nxt = args[i + 1] if i + 1 < len(args) else None
 
-            def need() -> str:
-                if nxt is None:
-                    raise Exit(255, f'Command line is not complete. Try option "help"')
-                return nxt
 
             if a in ("peer", "remote"):
-                peer = _prefix(need())
+                peer = _prefix(_need(nxt))
                 i += 1
             elif a in ("broadcast", "brd") or matches(a, "broadcast"):
-                brd = need()
+                brd = _need(nxt)
                 i += 1
             elif a == "label":
-                label = need()
+                label = _need(nxt)
                 i += 1
             elif a == "scope":
-                s = need()
+                s = _need(nxt)
                 if s in SCOPE_BY_NAME:
                     scope = SCOPE_BY_NAME[s]
                 else:
@@ -395,7 +398,7 @@ class IpCommand:
                         raise _invarg("invalid scope value.", s) from None
                 i += 1
             elif a == "dev":
-                dev_name = need()
+                dev_name = _need(nxt)
                 i += 1
             elif a == "noprefixroute":
                 flags |= IFA_F_NOPREFIXROUTE
@@ -405,7 +408,7 @@ class IpCommand:
                 pass
             else:
                 if a == "local":
-                    a = need()
+                    a = _need(nxt)
                     i += 1
                 if local is not None:
                     raise Exit(1, f'Error: either "local" is duplicate, or "{a}" is a garbage.')
@@ -477,16 +480,13 @@ class IpCommand:
                     raise Exit(1, f'Device "{nxt}" does not exist.')
                 i += 1
             elif a == "label":
-                pat = nxt
-                preds.append(lambda x, p=pat: _fnmatch(x.label, p))
+                preds.append(_addr_pred("label", nxt))
                 i += 1
             elif a == "scope":
-                sc = SCOPE_BY_NAME.get(nxt, 0)
-                preds.append(lambda x, s=sc: x.scope == s)
+                preds.append(_addr_pred("scope", nxt))
                 i += 1
             elif a == "to":
-                pfx = _prefix(nxt)
-                preds.append(lambda x, p=pfx: not ((x.local ^ p[0]) & inet.mask_of(p[1])))
+                preds.append(_addr_pred("to", nxt))
                 i += 1
             elif a == "up":
                 up_only = True
@@ -606,18 +606,14 @@ class IpCommand:
             a = args[i]
             nxt = args[i + 1] if i + 1 < len(args) else None
 
-            def need() -> str:
-                if nxt is None:
-                    raise Exit(255, 'Command line is not complete. Try option "help"')
-                return nxt
 
             if a == "src":
-                cfg.prefsrc = _addr(need())
+                cfg.prefsrc = _addr(_need(nxt))
                 i += 1
             elif a == "as":
                 i += 1
             elif a == "via":
-                v = need()
+                v = _need(nxt)
                 if v == "inet":
                     i += 1
                     v = args[i + 1]
@@ -627,23 +623,23 @@ class IpCommand:
             elif a == "from":
                 raise NetlinkError(errno.EINVAL)
             elif a in ("tos", "dsfield") or matches(a, "dsfield"):
-                cfg.tos = _dsfield(need(), '"tos" value is invalid\n')
+                cfg.tos = _dsfield(_need(nxt), '"tos" value is invalid\n')
                 i += 1
             elif a in ("metric", "priority", "preference") or matches(a, "preference"):
-                cfg.priority = _u32(need(), '"metric" value is invalid\n')
+                cfg.priority = _u32(_need(nxt), '"metric" value is invalid\n')
                 i += 1
             elif a == "dev" or a == "oif":
-                cfg.oif = self.dev_index(need())
+                cfg.oif = self.dev_index(_need(nxt))
                 seen["dev"] = True
                 i += 1
             elif a == "table":
-                cfg.table = self._table(need())
+                cfg.table = self._table(_need(nxt))
                 seen["table"] = True
                 i += 1
             elif a == "vrf":
                 i += 1
             elif matches(a, "protocol"):
-                p = need()
+                p = _need(nxt)
                 if p in PROTO_BY_NAME:
                     cfg.protocol = PROTO_BY_NAME[p]
                 else:
@@ -654,7 +650,7 @@ class IpCommand:
                 seen["proto"] = True
                 i += 1
             elif matches(a, "scope"):
-                s = need()
+                s = _need(nxt)
                 if s in SCOPE_BY_NAME:
                     cfg.scope = SCOPE_BY_NAME[s]
                 else:
@@ -671,7 +667,7 @@ class IpCommand:
                 cfg.multipath = nhs
                 continue
             elif a in METRIC_NAMES:
-                v = need()
+                v = _need(nxt)
                 if v == "lock":
                     i += 1
                     v = args[i + 1]
@@ -681,7 +677,7 @@ class IpCommand:
                 i += 1
             else:
                 if a == "to":
-                    a = need()
+                    a = _need(nxt)
                     i += 1
                 if a in RTN_BY_NAME and not type_given and a not in ("none",):
                     cfg.type = RTN_BY_NAME[a]
@@ -749,47 +745,39 @@ class IpCommand:
                     tables = [self._table(nxt)]
                 i += 1
             elif a == "dev" or a == "oif":
-                idx = self.dev_index(nxt)
-                preds.append(lambda p, n, fa, x=idx: any(nh.oif == x for nh in fa.info.nhs))
+                preds.append(_route_pred("oif", self.dev_index(nxt)))
                 i += 1
             elif a == "via":
-                gw = _addr(nxt)
-                preds.append(lambda p, n, fa, g=gw: any(nh.gw == g for nh in fa.info.nhs))
+                preds.append(_route_pred("gw", _addr(nxt)))
                 i += 1
             elif matches(a, "protocol"):
-                pr = PROTO_BY_NAME.get(nxt, None)
-                pv = pr if pr is not None else int(nxt, 0)
-                preds.append(lambda p, n, fa, v=pv: fa.info.protocol == v)
+                pr = PROTO_BY_NAME.get(nxt)
+                preds.append(_route_pred("proto", pr if pr is not None else _u32(nxt, "protocol")))
                 i += 1
             elif a == "scope":
-                sv = SCOPE_BY_NAME.get(nxt, 0)
-                preds.append(lambda p, n, fa, v=sv: fa.info.scope == v)
+                preds.append(_route_pred("scope", SCOPE_BY_NAME.get(nxt, 0)))
                 i += 1
             elif a == "type":
-                tv = RTN_BY_NAME.get(nxt, 1)
-                preds.append(lambda p, n, fa, v=tv: fa.type == v)
+                preds.append(_route_pred("type", RTN_BY_NAME.get(nxt, 1)))
                 i += 1
             elif a == "src":
-                sa = _addr(nxt)
-                preds.append(lambda p, n, fa, v=sa: fa.info.prefsrc == v)
+                preds.append(_route_pred("src", _addr(nxt)))
                 i += 1
             elif a in ("tos", "dsfield"):
-                tv2 = _dsfield(nxt)
-                preds.append(lambda p, n, fa, v=tv2: fa.tos == v)
+                preds.append(_route_pred("tos", _dsfield(nxt)))
                 i += 1
             elif a in ("root", "match", "exact"):
                 pfx = _prefix(nxt)
                 preds.append(_prefix_pred(a, pfx))
                 i += 1
             elif a in RTN_BY_NAME and a != "none":
-                tv3 = RTN_BY_NAME[a]
-                preds.append(lambda p, n, fa, v=tv3: fa.type == v)
+                preds.append(_route_pred("type", RTN_BY_NAME[a]))
             else:
                 if a == "to":
                     a = nxt
                     i += 1
                 pfx = _prefix(a)
-                preds.append(_prefix_pred("exact" if pfx[2] or pfx[1] == 0 else "exact", pfx))
+                preds.append(_prefix_pred("exact", pfx))
             i += 1
         return tables, lambda p, n, fa: all(f(p, n, fa) for f in preds), explicit_table
 
@@ -927,35 +915,31 @@ class IpCommand:
             a = args[i]
             nxt = args[i + 1] if i + 1 < len(args) else None
 
-            def need() -> str:
-                if nxt is None:
-                    raise Exit(255, 'Command line is not complete. Try option "help"')
-                return nxt
 
             if a in ("tos", "dsfield") or matches(a, "dsfield"):
-                tos = _dsfield(need(), '"tos" value is invalid\n')
+                tos = _dsfield(_need(nxt), '"tos" value is invalid\n')
                 i += 1
             elif a == "from":
-                src = _prefix(need())[0]
+                src = _prefix(_need(nxt))[0]
                 i += 1
             elif a in ("iif", "input"):
-                iif = need()
+                iif = _need(nxt)
                 i += 1
             elif a in ("oif", "output"):
-                oif = self.dev_index(need())
+                oif = self.dev_index(_need(nxt))
                 i += 1
             elif a == "mark":
-                mark = _u32(need(), "mark")
+                mark = _u32(_need(nxt), "mark")
                 i += 1
             elif a == "ipproto":
-                p = need()
+                p = _need(nxt)
                 proto = IP_PROTO_BY_NAME.get(p, 0) or _u32(p, "ipproto")
                 i += 1
             elif a == "sport":
-                sport = _u32(need(), "sport")
+                sport = _u32(_need(nxt), "sport")
                 i += 1
             elif a == "dport":
-                dport = _u32(need(), "dport")
+                dport = _u32(_need(nxt), "dport")
                 i += 1
             elif a in ("connected", "fibmatch", "notify"):
                 pass
@@ -963,7 +947,7 @@ class IpCommand:
                 i += 1
             else:
                 if a == "to":
-                    a = need()
+                    a = _need(nxt)
                     i += 1
                 if dst is not None:
                     raise Exit(1, f'Error: either "to" is duplicate, or "{a}" is a garbage.')
@@ -1071,30 +1055,26 @@ class IpCommand:
             a = args[i]
             nxt = args[i + 1] if i + 1 < len(args) else None
 
-            def need() -> str:
-                if nxt is None:
-                    raise Exit(255, 'Command line is not complete. Try option "help"')
-                return nxt
 
             if a == "not":
                 r.invert = True
             elif a == "from":
-                addr, plen, _ = _prefix(need())
+                addr, plen, _ = _prefix(_need(nxt))
                 r.src, r.src_len = addr, plen
                 i += 1
             elif a == "to":
-                addr, plen, _ = _prefix(need())
+                addr, plen, _ = _prefix(_need(nxt))
                 r.dst, r.dst_len = addr, plen
                 i += 1
             elif a in ("preference", "order", "priority", "pref", "prio") or matches(a, "preference"):
-                r.pref = _u32(need(), "preference value")
+                r.pref = _u32(_need(nxt), "preference value")
                 user_pref = True
                 i += 1
             elif a in ("tos", "dsfield") or matches(a, "dsfield"):
-                r.tos = _dsfield(need(), "TOS value")
+                r.tos = _dsfield(_need(nxt), "TOS value")
                 i += 1
             elif a == "fwmark":
-                v = need()
+                v = _need(nxt)
                 m_s, slash, k_s = v.partition("/")
                 r.mark = _u32(m_s, "fwmark value")
                 r.mark_mask = _u32(k_s, "fwmask value") if slash else 0xFFFFFFFF
@@ -1102,39 +1082,39 @@ class IpCommand:
             elif a in ("realms", "realm"):
                 i += 1
             elif a in ("table", "lookup"):
-                r.table = self._table(need(), "invalid table ID")
+                r.table = self._table(_need(nxt), "invalid table ID")
                 table_ok = True
                 i += 1
             elif a == "suppress_prefixlength":
                 try:
-                    r.suppress_prefixlen = int(need(), 0)
+                    r.suppress_prefixlen = int(_need(nxt), 0)
                 except ValueError:
-                    raise _invarg('suppress_prefixlength value is invalid\n', need()) from None
+                    raise _invarg('suppress_prefixlength value is invalid\n', _need(nxt)) from None
                 i += 1
             elif a == "suppress_ifgroup":
                 i += 1
             elif a in ("dev", "iif"):
-                r.iifname = need()
+                r.iifname = _need(nxt)
                 i += 1
             elif a == "oif":
-                r.oifname = need()
+                r.oifname = _need(nxt)
                 i += 1
             elif a in ("nat", "map-to"):
-                r.nat_addr = _addr(need())
+                r.nat_addr = _addr(_need(nxt))
                 r.action = FR_ACT_NAT
                 i += 1
             elif a == "ipproto":
-                p = need()
+                p = _need(nxt)
                 r.ip_proto = IP_PROTO_BY_NAME.get(p, 0) or _u32(p, "ipproto")
                 i += 1
             elif a == "sport":
-                r.sport = self._port_range(need(), "sport")
+                r.sport = self._port_range(_need(nxt), "sport")
                 i += 1
             elif a == "dport":
-                r.dport = self._port_range(need(), "dport")
+                r.dport = self._port_range(_need(nxt), "dport")
                 i += 1
             elif a == "goto":
-                r.target = _u32(need(), "goto value")
+                r.target = _u32(_need(nxt), "goto value")
                 r.action = FR_ACT_GOTO
                 i += 1
             elif a == "nop":
@@ -1144,7 +1124,7 @@ class IpCommand:
                     i += 1
             else:
                 if a == "type":
-                    a = need()
+                    a = _need(nxt)
                     i += 1
                 act = {"blackhole": FR_ACT_BLACKHOLE, "unreachable": FR_ACT_UNREACHABLE,
                        "prohibit": FR_ACT_PROHIBIT, "unicast": FR_ACT_TO_TBL}.get(a)
@@ -1279,7 +1259,7 @@ class IpCommand:
         j: dict[str, Any] = {"priority": r.pref}
         if r.invert:
             j["not"] = None
-        for kw, k, v in self._rule_items(r):
+        for _kw, k, v in self._rule_items(r):
             if k == "src":
                 j["src"] = v
                 if r.src_len not in (0, 32):
@@ -1322,6 +1302,31 @@ class IpCommand:
         elif r.action != FR_ACT_TO_TBL:
             j["action"] = RTN_NAMES[r.action]
         return j
+
+
+def _route_pred(field: str, v: int) -> Callable[[int, int, FibAlias], bool]:
+    """One selector of `ip route show|flush`."""
+    def pred(p: int, n: int, fa: FibAlias) -> bool:
+        fi = fa.info
+        if field == "oif":
+            return any(nh.oif == v for nh in fi.nhs)
+        if field == "gw":
+            return any(nh.gw == v for nh in fi.nhs)
+        got = {"proto": fi.protocol, "scope": fi.scope, "type": fa.type, "src": fi.prefsrc, "tos": fa.tos}[field]
+        return got == v
+    return pred
+
+
+def _addr_pred(field: str, arg: str) -> Callable[[IfAddr], bool]:
+    """One selector of `ip addr show|flush`."""
+    if field == "label":
+        return lambda a: _fnmatch(a.label, arg)
+    if field == "scope":
+        sc = SCOPE_BY_NAME.get(arg, 0)
+        return lambda a: a.scope == sc
+    addr, plen, _ = _prefix(arg)
+    m = inet.mask_of(plen)
+    return lambda a: not ((a.local ^ addr) & m)
 
 
 def _prefix_pred(kind: str, pfx: tuple[int, int, bool]) -> Callable[[int, int, FibAlias], bool]:

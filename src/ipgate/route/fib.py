@@ -292,6 +292,34 @@ class FibTable:
         index.build((p, n) for n in self._plens for p in self._by_len[n])
         self.index = index
 
+    def add_fresh(self, prefix: int, plen: int, leaf: tuple[FibAlias, ...]) -> bool:
+        """insert() of a prefix not present yet (route/bulk.py): store `leaf`, as
+        insert() would leave it (interned aliases, interned leaf).  False, and
+        nothing done, when the prefix is present: use insert() for that one."""
+        d = self._by_len[plen]
+        if prefix in d:
+            return False
+        if not d and plen not in self._plens:
+            self._plens.append(plen)
+            self._plens.sort(reverse=True)
+        d[prefix] = leaf
+        if not plen:
+            for fa in leaf:
+                self._account(fa, plen, +1)
+        if self.index is not None:
+            self.index.insert(prefix, plen)
+        return True
+
+    def maybe_index(self, threshold: int = 16384) -> bool:
+        """Attach a DIR-24-8 index (route/lpm.py) once the table holds `threshold`
+        prefixes; below that the per-length dict probes are as fast and the 32 MB
+        of tbl24 are not worth it.  True if an index is attached on return."""
+        if self.index is None and len(self) >= threshold:
+            from ipgate.route.lpm import Dir248
+
+            self.attach_index(Dir248(self._by_len))
+        return self.index is not None
+
 
 class LpmIndex:
     """Interface of a longest-prefix-length accelerator (see route/lpm.py)."""

@@ -30,8 +30,15 @@ from ipgate.inet import (
 from ipgate.link.device import LOOPBACK_IFINDEX, Device
 from ipgate.route.fib import FibResult
 from ipgate.route.multipath import select_multipath
-from ipgate.route.rules import FR_ACT_BLACKHOLE, FR_ACT_GOTO, FR_ACT_NOP, FR_ACT_PROHIBIT, \
-    FR_ACT_TO_TBL, FR_ACT_UNREACHABLE, Flow
+from ipgate.route.rules import (
+    FR_ACT_BLACKHOLE,
+    FR_ACT_GOTO,
+    FR_ACT_NOP,
+    FR_ACT_PROHIBIT,
+    FR_ACT_TO_TBL,
+    FR_ACT_UNREACHABLE,
+    Flow,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
