@@ -59,7 +59,7 @@ NEEDS_NETTOOLS = {"ip-alias.conf": ("ifconfig", "route")}
 
 
 def _missing(tools: tuple[str, ...]) -> list[str]:
-    return [NETTOOLS[t] for t in tools if importlib.util.find_spec(NETTOOLS[t]) is None]
+    return sorted({NETTOOLS[t] for t in tools if importlib.util.find_spec(NETTOOLS[t]) is None})
 
 
 def _tools_of(cmd: str) -> tuple[str, ...]:
@@ -70,6 +70,307 @@ def _tools_of(cmd: str) -> tuple[str, ...]:
 # fmt: off
 # Captured from Linux 6.18 + iproute2 6.1 + net-tools 2.10 (see the module docstring).
 EXPECTED: dict[str, tuple[Case, ...]] = {
+    'corporate.conf': (
+        Case('ip rule show', 0,
+             '0:\tfrom all lookup local\n'
+             '32764:\tfrom all to 10.10.0.25 lookup corporate\n'
+             '32765:\tfrom 10.10.0.25 lookup corporate\n'
+             '32766:\tfrom all lookup main\n'
+             '32767:\tfrom all lookup default\n'),
+        Case('ip route show table corporate', 0,
+             'default via 10.10.0.1 dev eth0 \n'
+             '10.10.0.0/24 dev eth0 scope link src 10.10.0.25 \n'),
+        Case('ip route show', 0,
+             'default via 198.51.100.1 dev eth1 \n'
+             '10.10.0.0/24 dev eth0 proto kernel scope link src 10.10.0.25 \n'
+             '198.51.100.0/24 dev eth1 proto kernel scope link src 198.51.100.25 \n'),
+        Case('ip route get 203.0.113.80 from 10.10.0.25', 0,
+             '203.0.113.80 from 10.10.0.25 via 10.10.0.1 dev eth0 table corporate uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 203.0.113.80', 0,
+             '203.0.113.80 via 198.51.100.1 dev eth1 src 198.51.100.25 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 10.10.0.25 from 203.0.113.80 iif eth0', 0,
+             'local 10.10.0.25 from 203.0.113.80 dev lo table local \n'
+             '    cache <local> iif eth0 \n'),
+    ),
+    'jetstream.conf': (
+        Case('ip rule list', 0,
+             '0:\tfrom all lookup local\n'
+             '32765:\tfrom 203.0.113.2 lookup jetstream\n'
+             '32766:\tfrom all lookup main\n'
+             '32767:\tfrom all lookup default\n'),
+        Case('ip route show table jetstream', 0,
+             'default via 203.0.113.1 dev ppp1 \n'
+             '127.0.0.0/8 dev lo scope link \n'
+             '192.168.1.0/24 dev eth0 scope link \n'
+             '192.168.2.0/24 dev eth1 scope link \n'),
+        Case('route -n', 0,
+             'Kernel IP routing table\n'
+             'Destination     Gateway         Genmask         Flags Metric Ref    Use Iface\n'
+             '0.0.0.0         198.51.100.1    0.0.0.0         UG    0      0        0 ppp0\n'
+             '192.168.1.0     0.0.0.0         255.255.255.0   U     0      0        0 eth0\n'
+             '192.168.2.0     0.0.0.0         255.255.255.0   U     0      0        0 eth1\n'
+             '198.51.100.1    0.0.0.0         255.255.255.255 UH    0      0        0 ppp0\n'
+             '203.0.113.1     0.0.0.0         255.255.255.255 UH    0      0        0 ppp1\n'),
+        Case('ip route get 192.0.2.77 from 203.0.113.2', 0,
+             '192.0.2.77 from 203.0.113.2 via 203.0.113.1 dev ppp1 table jetstream uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 192.0.2.77', 0,
+             '192.0.2.77 via 198.51.100.1 dev ppp0 src 198.51.100.2 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 192.168.2.20 from 203.0.113.2', 0,
+             '192.168.2.20 from 203.0.113.2 dev eth1 table jetstream uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 127.0.0.1 from 203.0.113.2', 0,
+             'local 127.0.0.1 from 203.0.113.2 dev lo table local uid 0 \n'
+             '    cache <local> \n'),
+    ),
+    'split-access.conf': (
+        Case('ip rule show', 0,
+             '0:\tfrom all lookup local\n'
+             '32764:\tfrom 198.51.100.10 lookup T2\n'
+             '32765:\tfrom 192.0.2.10 lookup T1\n'
+             '32766:\tfrom all lookup main\n'
+             '32767:\tfrom all lookup default\n'),
+        Case('ip route show table T1', 0,
+             'default via 192.0.2.1 dev eth0 src 192.0.2.10 \n'
+             '192.0.2.0/24 dev eth0 scope link src 192.0.2.10 \n'),
+        Case('ip route show table T2', 0,
+             'default via 198.51.100.1 dev eth1 src 198.51.100.10 \n'
+             '198.51.100.0/24 dev eth1 scope link src 198.51.100.10 \n'),
+        Case('ip route show', 0,
+             'default via 192.0.2.1 dev eth0 \n'
+             '192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.10 \n'
+             '198.51.100.0/24 dev eth1 proto kernel scope link src 198.51.100.10 \n'),
+        Case('ip route get 203.0.113.50 from 198.51.100.10', 0,
+             '203.0.113.50 from 198.51.100.10 via 198.51.100.1 dev eth1 table T2 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 203.0.113.50 from 192.0.2.10', 0,
+             '203.0.113.50 from 192.0.2.10 via 192.0.2.1 dev eth0 table T1 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 203.0.113.50', 0,
+             '203.0.113.50 via 192.0.2.1 dev eth0 src 192.0.2.10 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 198.51.100.10 from 203.0.113.50 iif eth1', 0,
+             'local 198.51.100.10 from 203.0.113.50 dev lo table local \n'
+             '    cache <local> iif eth1 \n'),
+    ),
+    'multiple-default-routes.conf': (
+        Case('ip rule show', 0,
+             '0:\tfrom all lookup local\n'
+             '32764:\tfrom all to 192.0.2.10 lookup admin\n'
+             '32765:\tfrom 192.0.2.10 lookup admin\n'
+             '32766:\tfrom all lookup main\n'
+             '32767:\tfrom all lookup default\n'),
+        Case('ip route show table admin', 0,
+             'default via 192.0.2.1 dev eth0 \n'
+             '192.0.2.0/24 dev eth0 scope link src 192.0.2.10 \n'),
+        Case('route -n', 0,
+             'Kernel IP routing table\n'
+             'Destination     Gateway         Genmask         Flags Metric Ref    Use Iface\n'
+             '0.0.0.0         198.51.100.1    0.0.0.0         UG    0      0        0 eth1\n'
+             '192.0.2.0       0.0.0.0         255.255.255.0   U     0      0        0 eth0\n'
+             '198.51.100.0    0.0.0.0         255.255.255.0   U     0      0        0 eth1\n'),
+        Case('ip route get 203.0.113.7 from 192.0.2.10', 0,
+             '203.0.113.7 from 192.0.2.10 via 192.0.2.1 dev eth0 table admin uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 203.0.113.7 from 198.51.100.10', 0,
+             '203.0.113.7 from 198.51.100.10 via 198.51.100.1 dev eth1 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 203.0.113.7', 0,
+             '203.0.113.7 via 198.51.100.1 dev eth1 src 198.51.100.10 uid 0 \n'
+             '    cache \n'),
+    ),
+    'multihomed-netware.conf': (
+        Case('ip rule show', 0,
+             '0:\tfrom all lookup local\n'
+             '32764:\tfrom 192.168.20.5 lookup eth1\n'
+             '32765:\tfrom 192.168.10.5 lookup eth0\n'
+             '32766:\tfrom all lookup main\n'
+             '32767:\tfrom all lookup default\n'),
+        Case('ip route show table eth0', 0,
+             'default via 192.168.10.1 dev eth0 \n'
+             '192.168.10.0/24 dev eth0 scope link src 192.168.10.5 \n'),
+        Case('ip route show table eth1', 0,
+             'default via 192.168.20.1 dev eth1 \n'
+             '192.168.20.0/24 dev eth1 scope link src 192.168.20.5 \n'),
+        Case('ip route show', 0,
+             'default via 192.168.10.1 dev eth0 \n'
+             '192.168.10.0/24 dev eth0 scope link src 192.168.10.5 \n'
+             '192.168.20.0/24 dev eth1 scope link src 192.168.20.5 \n'),
+        Case('ip route get 203.0.113.9 from 192.168.20.5', 0,
+             '203.0.113.9 from 192.168.20.5 via 192.168.20.1 dev eth1 table eth1 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 203.0.113.9', 0,
+             '203.0.113.9 via 192.168.10.1 dev eth0 src 192.168.10.5 uid 0 \n'
+             '    cache \n'),
+    ),
+    'same-subnet-uplinks.conf': (
+        Case('ip rule show', 0,
+             '0:\tfrom all lookup local\n'
+             '32762:\tfrom all to 192.168.50.11 lookup uplink1\n'
+             '32763:\tfrom 192.168.50.11 lookup uplink1\n'
+             '32764:\tfrom all to 192.168.50.10 lookup uplink0\n'
+             '32765:\tfrom 192.168.50.10 lookup uplink0\n'
+             '32766:\tfrom all lookup main\n'
+             '32767:\tfrom all lookup default\n'),
+        Case('ip route show table uplink0', 0,
+             'default via 192.168.50.1 dev eth0 \n'
+             '192.168.50.0/24 dev eth0 scope link src 192.168.50.10 \n'),
+        Case('ip route show table uplink1', 0,
+             'default via 192.168.50.1 dev eth1 \n'
+             '192.168.50.0/24 dev eth1 scope link src 192.168.50.11 \n'),
+        Case('ip route show', 0,
+             'default via 192.168.50.1 dev eth0 \n'
+             '192.168.50.0/24 dev eth0 proto kernel scope link src 192.168.50.10 \n'
+             '192.168.50.0/24 dev eth1 proto kernel scope link src 192.168.50.11 \n'),
+        Case('ip route get 192.168.50.99', 0,
+             '192.168.50.99 dev eth0 src 192.168.50.10 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 192.168.50.99 from 192.168.50.11', 0,
+             '192.168.50.99 from 192.168.50.11 dev eth1 table uplink1 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 203.0.113.9 from 192.168.50.11', 0,
+             '203.0.113.9 from 192.168.50.11 via 192.168.50.1 dev eth1 table uplink1 uid 0 \n'
+             '    cache \n'),
+    ),
+    'uplink-aliases.conf': (
+        Case('ip rule show', 0,
+             '0:\tfrom all lookup local\n'
+             '32758:\tfrom all to 10.20.0.10 lookup uplink3\n'
+             '32759:\tfrom 10.20.0.10 lookup uplink3\n'
+             '32760:\tfrom all to 172.16.4.10 lookup uplink2\n'
+             '32761:\tfrom 172.16.4.10 lookup uplink2\n'
+             '32762:\tfrom all to 10.10.0.10 lookup uplink1\n'
+             '32763:\tfrom 10.10.0.10 lookup uplink1\n'
+             '32764:\tfrom all to 172.16.0.10 lookup uplink0\n'
+             '32765:\tfrom 172.16.0.10 lookup uplink0\n'
+             '32766:\tfrom all lookup main\n'
+             '32767:\tfrom all lookup default\n'),
+        Case('ip route show table uplink0', 0,
+             'default via 172.16.0.1 dev eth0 \n'
+             '172.16.0.0/22 dev eth0 scope link src 172.16.0.10 \n'),
+        Case('ip route show table uplink1', 0,
+             '10.10.0.0/16 dev eth0 scope link src 10.10.0.10 \n'),
+        Case('ip route show table uplink2', 0,
+             'default via 172.16.4.1 dev eth1 \n'
+             '172.16.4.0/22 dev eth1 scope link src 172.16.4.10 \n'),
+        Case('ip route show table uplink3', 0,
+             '10.20.0.0/16 dev eth1 scope link src 10.20.0.10 \n'),
+        Case('ip route get 192.0.2.99 from 172.16.4.10', 0,
+             '192.0.2.99 from 172.16.4.10 via 172.16.4.1 dev eth1 table uplink2 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 10.20.7.7 from 10.20.0.10', 0,
+             '10.20.7.7 from 10.20.0.10 dev eth1 table uplink3 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 192.0.2.99 from 10.20.0.10', 0,
+             '192.0.2.99 from 10.20.0.10 via 172.16.0.1 dev eth0 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 192.0.2.99', 0,
+             '192.0.2.99 via 172.16.0.1 dev eth0 src 172.16.0.10 uid 0 \n'
+             '    cache \n'),
+    ),
+    'ip-alias.conf': (
+        Case('ifconfig', 0,
+             'eth0: flags=4163<UP,BROADCAST,RUNNING,MULTICAST>  mtu 1500\n'
+             '        inet 172.16.3.1  netmask 255.255.255.0  broadcast 172.16.3.255\n'
+             '        ether 02:9c:32:a8:c7:e5  txqueuelen 1000  (Ethernet)\n'
+             '        RX packets 0  bytes 0 (0.0 B)\n'
+             '        RX errors 0  dropped 0  overruns 0  frame 0\n'
+             '        TX packets 0  bytes 0 (0.0 B)\n'
+             '        TX errors 0  dropped 0 overruns 0  carrier 0  collisions 0\n'
+             '\n'
+             'eth0:0: flags=4163<UP,BROADCAST,RUNNING,MULTICAST>  mtu 1500\n'
+             '        inet 172.16.3.10  netmask 255.255.255.0  broadcast 172.16.3.255\n'
+             '        ether 02:9c:32:a8:c7:e5  txqueuelen 1000  (Ethernet)\n'
+             '\n'
+             'eth0:1: flags=4163<UP,BROADCAST,RUNNING,MULTICAST>  mtu 1500\n'
+             '        inet 172.16.3.100  netmask 255.255.255.0  broadcast 172.16.3.255\n'
+             '        ether 02:9c:32:a8:c7:e5  txqueuelen 1000  (Ethernet)\n'
+             '\n'
+             'lo: flags=73<UP,LOOPBACK,RUNNING>  mtu 65536\n'
+             '        inet 127.0.0.1  netmask 255.0.0.0\n'
+             '        loop  txqueuelen 1000  (Local Loopback)\n'
+             '        RX packets 0  bytes 0 (0.0 B)\n'
+             '        RX errors 0  dropped 0  overruns 0  frame 0\n'
+             '        TX packets 0  bytes 0 (0.0 B)\n'
+             '        TX errors 0  dropped 0 overruns 0  carrier 0  collisions 0\n'
+             '\n'),
+        Case('route -n', 0,
+             'Kernel IP routing table\n'
+             'Destination     Gateway         Genmask         Flags Metric Ref    Use Iface\n'
+             '0.0.0.0         172.16.3.200    0.0.0.0         UG    0      0        0 eth0\n'
+             '127.0.0.0       0.0.0.0         255.0.0.0       U     0      0        0 lo\n'
+             '172.16.3.0      0.0.0.0         255.255.255.0   U     0      0        0 eth0\n'
+             '172.16.3.0      0.0.0.0         255.255.255.0   U     0      0        0 eth0\n'
+             '172.16.3.1      0.0.0.0         255.255.255.255 UH    0      0        0 eth0\n'
+             '172.16.3.10     0.0.0.0         255.255.255.255 UH    0      0        0 eth0\n'
+             '172.16.3.100    0.0.0.0         255.255.255.255 UH    0      0        0 eth0\n'),
+        Case('ip route show', 0,
+             'default via 172.16.3.200 dev eth0 \n'
+             '127.0.0.0/8 dev lo scope link \n'
+             '172.16.3.0/24 dev eth0 scope link \n'
+             '172.16.3.0/24 dev eth0 proto kernel scope link src 172.16.3.1 \n'
+             '172.16.3.1 dev eth0 scope link \n'
+             '172.16.3.10 dev eth0 scope link src 172.16.3.10 \n'
+             '172.16.3.100 dev eth0 scope link src 172.16.3.100 \n'),
+        Case('ip route get 172.16.3.10', 0,
+             'local 172.16.3.10 dev lo src 172.16.3.1 uid 0 \n'
+             '    cache <local> \n'),
+        Case('ip route get 192.0.2.1', 0,
+             '192.0.2.1 via 172.16.3.200 dev eth0 src 172.16.3.1 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 172.16.3.50', 0,
+             '172.16.3.50 dev eth0 src 172.16.3.1 uid 0 \n'
+             '    cache \n'),
+    ),
+    'fwmark-smtp.conf': (
+        Case('ip route', 0,
+             'default via 192.168.1.1 dev eth0 \n'
+             '192.168.1.0/24 dev eth0 proto kernel scope link src 192.168.1.23 \n'),
+        Case('ip route show table smtp', 0,
+             'default via 192.168.1.2 dev eth0 \n'),
+        Case('ip rule list', 0,
+             '0:\tfrom all lookup local\n'
+             '32765:\tfrom all fwmark 0x2 lookup smtp\n'
+             '32766:\tfrom all lookup main\n'
+             '32767:\tfrom all lookup default\n'),
+        Case('ip route get 192.0.2.25 mark 0x2', 0,
+             '192.0.2.25 via 192.168.1.2 dev eth0 table smtp src 192.168.1.23 mark 2 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 192.0.2.25', 0,
+             '192.0.2.25 via 192.168.1.1 dev eth0 src 192.168.1.23 uid 0 \n'
+             '    cache \n'),
+        Case('ip route get 192.0.2.25 mark 0x3', 0,
+             '192.0.2.25 via 192.168.1.1 dev eth0 src 192.168.1.23 mark 3 uid 0 \n'
+             '    cache \n'),
+    ),
+    'masq-multiple-external.conf': (
+        Case('ip rule show', 0,
+             '0:\tfrom all lookup local\n'
+             '100:\tfrom 192.168.0.0/16 to 192.168.0.0/16 lookup main\n'
+             '102:\tfrom 192.168.1.0/24 lookup 101\n'
+             '102:\tfrom 192.168.2.0/24 lookup 102\n'
+             '32766:\tfrom all lookup main\n'
+             '32767:\tfrom all lookup default\n'),
+        Case('ip route show table 101', 0,
+             'default via 203.0.113.11 dev ppp0 \n'),
+        Case('ip route show table 102', 0,
+             'default via 203.0.113.12 dev ppp1 \n'),
+        Case('ip route get 198.51.100.77 from 192.168.1.5 iif eth1', 0,
+             '198.51.100.77 from 192.168.1.5 dev ppp0 table 101 \n'
+             '    cache iif eth1 \n'),
+        Case('ip route get 198.51.100.77 from 192.168.2.5 iif eth2', 0,
+             '198.51.100.77 from 192.168.2.5 dev ppp1 table 102 \n'
+             '    cache iif eth2 \n'),
+        Case('ip route get 192.168.2.5 from 192.168.1.5 iif eth1', 0,
+             '192.168.2.5 from 192.168.1.5 dev eth2 \n'
+             '    cache iif eth1 \n'),
+        Case('ip route get 198.51.100.77', 0,
+             '198.51.100.77 via 198.51.100.1 dev ppp0 src 203.0.113.11 uid 0 \n'
+             '    cache \n'),
+    ),
 }
 # fmt: on
 

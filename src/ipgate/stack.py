@@ -48,6 +48,9 @@ from ipgate.route.rules import Flow, RuleSet
 
 DEFAULT_RT_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
 
+# Per-device IPv4 settings that routing consults (net.ipv4.conf.DEV.*).
+DEVCONF_KEYS = ("forwarding", "rp_filter", "promote_secondaries", "accept_local", "route_localnet")
+
 SYSCTL_DEFAULTS = {
     "net.ipv4.ip_forward": 0,
     "net.ipv4.conf.all.promote_secondaries": 0,
@@ -57,6 +60,10 @@ SYSCTL_DEFAULTS = {
     "net.ipv4.conf.all.forwarding": 0,
     "net.ipv4.conf.default.forwarding": 0,
     "net.ipv4.ip_dynaddr": 0,
+    "net.ipv4.conf.all.accept_local": 0,
+    "net.ipv4.conf.default.accept_local": 0,
+    "net.ipv4.conf.all.route_localnet": 0,
+    "net.ipv4.conf.default.route_localnet": 0,
     "net.ipv4.fib_multipath_hash_policy": 0,
     "net.ipv4.fib_multipath_hash_seed": 0,
 }
@@ -75,6 +82,8 @@ class Stack:
         self.sysctl: dict[str, int] = dict(SYSCTL_DEFAULTS)
         self.rt_tables: dict[int, str] = dict(DEFAULT_RT_TABLES)
         self.addr_genid = 0
+        # inet_addr_lst: local address -> the interface addresses holding it
+        self.locals: dict[int, list[IfAddr]] = {}
         # fib_has_custom_local_routes / fib_has_custom_rules: once set, source
         # validation always takes the full FIB path.
         self.custom_local_routes = False
@@ -140,6 +149,8 @@ class Stack:
                    qlen=500 if kind == "tun" else 1000)
         self.devices[name] = d
         self.by_index[idx] = d
+        for key in DEVCONF_KEYS:
+            self.sysctl[f"net.ipv4.conf.{name}.{key}"] = self.sysctl.get(f"net.ipv4.conf.default.{key}", 0)
         self.rules.resolve_devices(self.ifindexes())
         return d
 
@@ -157,6 +168,8 @@ class Stack:
             t.flush_if(lambda p, n, fa: any(nh.oif == d.ifindex for nh in fa.info.nhs))
         del self.devices[d.name]
         del self.by_index[d.ifindex]
+        for key in DEVCONF_KEYS:
+            self.sysctl.pop(f"net.ipv4.conf.{d.name}.{key}", None)
         if d.peer and d.peer in self.devices:
             other = self.devices[d.peer]
             other.peer = ""
@@ -173,6 +186,8 @@ class Stack:
             # Labels follow the device name (devinet.c inetdev_changename).
             suffix = ifa.label[len(d.name):] if ifa.label.startswith(d.name) else ""
             ifa.label = new + suffix
+        for key in DEVCONF_KEYS:
+            self.sysctl[f"net.ipv4.conf.{new}.{key}"] = self.sysctl.pop(f"net.ipv4.conf.{d.name}.{key}", 0)
         d.name = new
         self.devices[new] = d
         self.rules.resolve_devices(self.ifindexes())
@@ -208,21 +223,38 @@ class Stack:
                     t._store(p, n, tuple(leaf))
 
     # -- addresses (devinet.c + fib_frontend.c) ---------------------------
+    def devconf(self, d: Device, key: str) -> int:
+        return self.sysctl.get(f"net.ipv4.conf.{d.name}.{key}", 0)
+
     def promote_secondaries(self, d: Device) -> bool:
-        return bool(self.sysctl.get("net.ipv4.conf.all.promote_secondaries")
-                    or self.sysctl.get(f"net.ipv4.conf.{d.name}.promote_secondaries",
-                                       self.sysctl.get("net.ipv4.conf.default.promote_secondaries")))
+        # IN_DEV_ORCONF(): "all" or the device's own setting
+        return bool(self.sysctl.get("net.ipv4.conf.all.promote_secondaries") or self.devconf(d, "promote_secondaries"))
+
+    def set_sysctl(self, key: str, value: int) -> None:
+        """Write a sysctl with the kernel's side effects (devinet_sysctl_forward)."""
+        if key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"):
+            # inet_forward_change(): every device, "all", "default" and ip_forward follow
+            for k in [k for k in self.sysctl if k.endswith(".forwarding")]:
+                self.sysctl[k] = value
+            self.sysctl["net.ipv4.ip_forward"] = value
+        self.sysctl[key] = value
 
     def addr_add(self, d: Device, ifa: IfAddr) -> None:
         ifa.ifindex = d.ifindex
         if not ifa.label:
             ifa.label = d.name
         devinet.insert_ifa(d, ifa)
+        self.locals.setdefault(ifa.local, []).append(ifa)
         self.addr_genid += 1
         self.fib_add_ifaddr(ifa)
 
     def addr_del(self, d: Device, ifa: IfAddr) -> None:
         removed, promoted, followers = devinet.delete_ifa(d, ifa, self.promote_secondaries(d))
+        for gone in (ifa, *removed):
+            held = self.locals[gone.local]
+            held.remove(gone)
+            if not held:
+                del self.locals[gone.local]
         self.addr_genid += 1
         if promoted is not None:
             # The subnet's routes change prefsrc: drop them, then re-add.
@@ -262,9 +294,6 @@ class Stack:
             self.fib_magic(False, RTN_BROADCAST, ifa.broadcast, 32, d.ifindex, prefsrc)
         if not self._local_in_use(ifa.local):
             self.fib_magic(False, RTN_LOCAL, ifa.local, 32, d.ifindex, prefsrc)
-
-    def _local_in_use(self, local: int) -> bool:
-        return self.dev_find(local) is not None
 
     def _brd_in_use(self, brd: int) -> bool:
         for dv in self.devices.values():
@@ -341,11 +370,22 @@ class Stack:
         return res.type
 
     def dev_find(self, addr: int) -> Device | None:
-        """__ip_dev_find(): the device holding local address addr."""
-        for d in self.devices.values():
-            if any(a.local == addr for a in d.addrs):
-                return d
+        """__ip_dev_find(): the device holding local address addr.
+
+        Falls back to the local table so that loopback subnets (127/8) count.
+        """
+        held = self.locals.get(addr)
+        if held:
+            return self.by_index[held[0].ifindex]
+        t = self.tables.get(RT_TABLE_LOCAL)
+        if t is not None:
+            res = t.lookup(addr, 0, 0, 0)
+            if not isinstance(res, int) and res.type == RTN_LOCAL and res.nh_sel >= 0:
+                return self.by_index.get(res.nh.oif)
         return None
+
+    def _local_in_use(self, local: int) -> bool:
+        return bool(self.locals.get(local))
 
     def select_addr(self, d: Device, dst: int, scope: int) -> int:
         """inet_select_addr(): a primary source address for dst on d, else any device."""
@@ -449,7 +489,8 @@ class Stack:
                 raise NetlinkError(errno.ENODEV, "Nexthop device required for onlink")
             if not d.up:
                 raise NetlinkError(errno.ENETDOWN, "Nexthop device is not up")
-            if self.addr_type(nh.gw, cfg.table if cfg.table != RT_TABLE_MAIN else RT_TABLE_MAIN, d) != RTN_UNICAST:
+            # inet_addr_type_dev_table(): the local table, restricted to d
+            if self.addr_type(nh.gw, RT_TABLE_LOCAL, d) != RTN_UNICAST:
                 raise NetlinkError(errno.EINVAL, "Nexthop has invalid gateway")
             return FibNh(nh.gw, nh.oif, nh.weight, flags, RT_SCOPE_LINK)
         from ipgate.route.lookup import fib_lookup

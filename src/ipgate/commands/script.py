@@ -96,14 +96,9 @@ def set_sysctl(stack: Stack, key: str, value: str) -> None:
         num = int(v.split()[0]) if v else 0
     except ValueError:
         raise Exit(1, f"sysctl: invalid value {value!r} for {key}") from None
-    if key == "net.ipv4.ip_forward":
-        # Like devinet_sysctl_forward(): propagates to every device's forwarding.
-        for k in list(stack.sysctl):
-            if k.endswith(".forwarding"):
-                stack.sysctl[k] = num
     if not key.startswith("net."):
         raise Exit(1, f"sysctl: cannot stat /proc/sys/{key.replace('.', '/')}: No such file or directory")
-    stack.sysctl[key] = num
+    stack.set_sysctl(key, num)
 
 
 def do_sysctl(stack: Stack, words: list[str], o: Output) -> int:

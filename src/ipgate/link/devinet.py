@@ -27,7 +27,7 @@ def insert_ifa(dev: Device, ifa: IfAddr) -> None:
     same = dev.subnets.get(_key(ifa), [])
     for other in same:
         if other.local == ifa.local:
-            raise NetlinkError(errno.EEXIST)
+            raise NetlinkError(errno.EEXIST, "ipv4: Address already assigned")
         if other.scope != ifa.scope:
             raise NetlinkError(errno.EINVAL, "ipv4: Invalid scope value")
     if same:

@@ -287,8 +287,7 @@ def _onlink(dev: Device, saddr: int, gw: int) -> bool:
 
 
 def _forwarding(stack: Stack, dev: Device) -> bool:
-    return bool(stack.sysctl.get(f"net.ipv4.conf.{dev.name}.forwarding",
-                                 stack.sysctl.get("net.ipv4.ip_forward", 0)))
+    return bool(stack.devconf(dev, "forwarding"))
 
 
 def _brd_input(stack: Stack, fl: Flow, dev: Device, res: FibResult | None = None) -> Route:
@@ -300,29 +299,31 @@ def _brd_input(stack: Stack, fl: Flow, dev: Device, res: FibResult | None = None
 
 
 def _rp_filter(stack: Stack, dev: Device) -> int:
-    return max(stack.sysctl.get("net.ipv4.conf.all.rp_filter", 0),
-               stack.sysctl.get(f"net.ipv4.conf.{dev.name}.rp_filter",
-                                stack.sysctl.get("net.ipv4.conf.default.rp_filter", 0)))
+    # IN_DEV_RPFILTER(): the larger of "all" and the device's value
+    return max(stack.sysctl.get("net.ipv4.conf.all.rp_filter", 0), stack.devconf(dev, "rp_filter"))
 
 
 def _validate_source(stack: Stack, fl: Flow, dev: Device, oif: int) -> int:
     """fib_validate_source(): raise for a martian source; 1 if it is on-link via dev."""
     rpf = _rp_filter(stack, dev)
-    if not rpf and (dev.ifindex != oif):
+    accept_local = stack.sysctl.get("net.ipv4.conf.all.accept_local", 0) or stack.devconf(dev, "accept_local")
+    if not rpf and dev.ifindex != oif:
+        if accept_local:
+            return 0
         if not (stack.custom_local_routes or stack.custom_rules):
             if stack.dev_find(fl.saddr) is not None:
                 raise NetlinkError(errno.EINVAL)
             return 0
-    # __fib_validate_source(): look the source up as a destination.
-    rev = Flow(fl.saddr, fl.daddr, dev.ifindex, 0, 0, fl.tos, fl.proto, fl.dport, fl.sport)
+    # __fib_validate_source(): look the source up as a destination, as if sent by us.
+    rev = Flow(fl.saddr, fl.daddr, oif or LOOPBACK_IFINDEX, 0, 0, fl.tos, fl.proto, fl.dport, fl.sport)
     res, _ = fib_rules_lookup(stack, rev)
     if isinstance(res, int):
         if rpf:
             raise NetlinkError(errno.EINVAL)
         return 0
-    if res.type != RTN_UNICAST:
+    if res.type != RTN_UNICAST and (res.type != RTN_LOCAL or not accept_local):
         raise NetlinkError(errno.EINVAL)
-    if any(nh.oif == dev.ifindex for nh in res.info.nhs):
+    if any(nh.oif == dev.ifindex for nh in res.info.nhs) or (res.type == RTN_LOCAL and dev.loopback):
         return 1 if res.nh.scope >= RT_SCOPE_HOST else 0
     if not dev.addrs:
         if rpf:
@@ -330,7 +331,7 @@ def _validate_source(stack: Stack, fl: Flow, dev: Device, oif: int) -> int:
         return 0
     if rpf == 1:
         raise NetlinkError(errno.EINVAL)
-    rev2 = Flow(fl.saddr, fl.daddr, dev.ifindex, dev.ifindex, 0, fl.tos, fl.proto, fl.dport, fl.sport)
+    rev2 = Flow(fl.saddr, fl.daddr, oif or LOOPBACK_IFINDEX, dev.ifindex, 0, fl.tos, fl.proto, fl.dport, fl.sport)
     res2, _ = fib_rules_lookup(stack, rev2)
     if not isinstance(res2, int) and res2.type == RTN_UNICAST:
         return 1 if res2.nh.scope >= RT_SCOPE_HOST else 0
