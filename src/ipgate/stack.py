@@ -249,66 +249,107 @@ class Stack:
         self.fib_add_ifaddr(ifa)
 
     def addr_del(self, d: Device, ifa: IfAddr) -> None:
-        removed, promoted, followers = devinet.delete_ifa(d, ifa, self.promote_secondaries(d))
-        for gone in (ifa, *removed):
-            held = self.locals[gone.local]
-            held.remove(gone)
-            if not held:
-                del self.locals[gone.local]
-        self.addr_genid += 1
+        """__inet_del_ifa(): unlink, tell the FIB, promote a secondary if asked."""
+        promoted: IfAddr | None = None
+        followers: list[IfAddr] = []
+        if not ifa.secondary:
+            secs = devinet.subnet_secondaries(d, ifa)
+            if self.promote_secondaries(d) and secs:
+                promoted, followers = secs[0], secs[1:]
+                # their routes change prefsrc: remove them now, re-add after promotion
+                for sec in secs:
+                    self.fib_del_ifaddr(sec, iprim=ifa)
+            else:
+                for sec in secs:
+                    self._unlink(d, sec)
+                    self.fib_del_ifaddr(sec)
+        self._unlink(d, ifa)
+        self.fib_del_ifaddr(ifa)
         if promoted is not None:
-            # The subnet's routes change prefsrc: drop them, then re-add.
-            old_prim_src = ifa.local
-            self._del_magic_for(d, ifa, old_prim_src)
-            for sec in [promoted, *followers]:
-                self._del_local_of(sec, old_prim_src)
-            self._sync_down_addr(ifa.local, d)
+            devinet.promote(d, promoted)
             self.fib_add_ifaddr(promoted)
             for sec in followers:
                 self.fib_add_ifaddr(sec)
-            return
-        for sec in removed:
-            self._del_local_of(sec, ifa.local if not ifa.secondary else 0)
-            self._sync_down_addr(sec.local, d)
-        prim = ifa if not ifa.secondary else d.primary_for(ifa.address & ifa.mask, ifa.mask)
-        src = prim.local if prim is not None else ifa.local
-        self._del_magic_for(d, ifa, src)
-        self._sync_down_addr(ifa.local, d)
 
-    def _del_local_of(self, ifa: IfAddr, prefsrc: int) -> None:
-        self.fib_magic(False, RTN_LOCAL, ifa.local, 32, ifa.ifindex, prefsrc or ifa.local)
-        if ifa.broadcast and ifa.broadcast != INADDR_BROADCAST and not self._brd_in_use(ifa.broadcast):
-            self.fib_magic(False, RTN_BROADCAST, ifa.broadcast, 32, ifa.ifindex, prefsrc or ifa.local)
+    def _unlink(self, d: Device, ifa: IfAddr) -> None:
+        devinet.unlink(d, ifa)
+        held = self.locals[ifa.local]
+        held.remove(ifa)
+        if not held:
+            del self.locals[ifa.local]
+        self.addr_genid += 1
 
-    def _del_magic_for(self, d: Device, ifa: IfAddr, prefsrc: int) -> None:
-        """fib_del_ifaddr(), simplified to what a kernel leaves behind."""
-        any_ = ifa.address & ifa.mask
+    def fib_del_ifaddr(self, ifa: IfAddr, iprim: IfAddr | None = None) -> None:
+        """fib_del_ifaddr(): remove the kernel routes of `ifa` that no other address still needs."""
+        d = self.by_index[ifa.ifindex]
         brd = ifa.address | (~ifa.mask & 0xFFFFFFFF)
-        if not ifa.secondary and not is_zeronet(any_) and (any_ != ifa.local or ifa.prefixlen < 32):
+        any_ = ifa.address & ifa.mask
+        prim: IfAddr | None = ifa
+        subnet = False
+        if ifa.secondary:
+            prim = d.primary_for(any_, ifa.mask)
+            if prim is None:
+                return
+        elif not is_zeronet(any_) and (any_ != ifa.local or ifa.prefixlen < 32):
             if not ifa.flags & IFA_F_NOPREFIXROUTE:
-                self.fib_magic(False, RTN_LOCAL if d.loopback else RTN_UNICAST, any_,
-                               ifa.prefixlen, d.ifindex, prefsrc)
-            if ifa.prefixlen < 31 and not self._brd_in_use(brd):
-                self.fib_magic(False, RTN_BROADCAST, brd, 32, d.ifindex, prefsrc)
-        if ifa.broadcast and ifa.broadcast != INADDR_BROADCAST and not self._brd_in_use(ifa.broadcast):
-            self.fib_magic(False, RTN_BROADCAST, ifa.broadcast, 32, d.ifindex, prefsrc)
-        if not self._local_in_use(ifa.local):
-            self.fib_magic(False, RTN_LOCAL, ifa.local, 32, d.ifindex, prefsrc)
+                self.fib_magic(False, RTN_LOCAL if d.loopback else RTN_UNICAST, any_, ifa.prefixlen,
+                               d.ifindex, prim.local)
+            subnet = True
+        local_ok = brd_ok = brd0_ok = brd1_ok = False
+        gone = True
+        same_prefsrc = False
+        prim1: IfAddr | None = None
+        # Scan the device's addresses for ones that still need these routes
+        # (the same prefsrc); the kernel's loop, including its prim1 bookkeeping.
+        for ifa1 in d.addrs:
+            if ifa1 is ifa:
+                gone = False
+                continue
+            if iprim is not None and ifa1.mask == iprim.mask and iprim.match(ifa1.address):
+                continue
+            if ifa1.secondary:
+                if ifa1.mask == prim.mask and prim.match(ifa1.address):
+                    prim1 = prim
+                else:
+                    if not same_prefsrc:
+                        continue
+                    if prim1 is None or ifa1.mask != prim1.mask or not prim1.match(ifa1.address):
+                        prim1 = d.primary_for(ifa1.address & ifa1.mask, ifa1.mask)
+                    if prim1 is None or prim1.local != prim.local:
+                        continue
+            else:
+                if prim.local != ifa1.local:
+                    continue
+                prim1 = ifa1
+                if prim is not prim1:
+                    same_prefsrc = True
+            local_ok |= ifa.local == ifa1.local
+            brd_ok |= ifa.broadcast == ifa1.broadcast
+            brd1_ok |= brd == ifa1.broadcast
+            brd0_ok |= any_ == ifa1.broadcast
+            if prim1 is ifa1 and ifa1.prefixlen < 31:
+                brd_1 = ifa1.address | (~ifa1.mask & 0xFFFFFFFF)
+                any_1 = ifa1.address & ifa1.mask
+                if not is_zeronet(any_1):
+                    brd_ok |= ifa.broadcast in (brd_1, any_1)
+                    brd1_ok |= brd in (brd_1, any_1)
+                    brd0_ok |= any_ in (brd_1, any_1)
+        if not brd_ok:
+            self.fib_magic(False, RTN_BROADCAST, ifa.broadcast, 32, d.ifindex, prim.local)
+        if subnet and ifa.prefixlen < 31:
+            if not brd1_ok:
+                self.fib_magic(False, RTN_BROADCAST, brd, 32, d.ifindex, prim.local)
+            if not brd0_ok:
+                self.fib_magic(False, RTN_BROADCAST, any_, 32, d.ifindex, prim.local)
+        if not local_ok:
+            self.fib_magic(False, RTN_LOCAL, ifa.local, 32, d.ifindex, prim.local)
+            if gone and self.addr_type(ifa.local, RT_TABLE_LOCAL, d) != RTN_LOCAL:
+                self._sync_down_addr(ifa.local)
 
-    def _brd_in_use(self, brd: int) -> bool:
-        for dv in self.devices.values():
-            for a in dv.addrs:
-                if a.broadcast == brd:
-                    return True
-                if not a.secondary and a.prefixlen < 31 and (a.address | (~a.mask & 0xFFFFFFFF)) == brd:
-                    return True
-        return False
-
-    def _sync_down_addr(self, local: int, d: Device) -> None:
-        """fib_sync_down_addr(): routes whose prefsrc vanished are flushed."""
-        if self.addr_type(local) == RTN_LOCAL:
-            return
-        for t in self.tables.values():
+    def _sync_down_addr(self, local: int) -> None:
+        """fib_sync_down_addr() + fib_flush(): main-table routes whose prefsrc vanished die."""
+        t = self.tables.get(RT_TABLE_MAIN)
+        if t is not None:
             t.flush_if(lambda p, n, fa: fa.info.prefsrc == local)
 
     def fib_magic(self, add: bool, rtype: int, dst: int, plen: int, oif: int, prefsrc: int) -> None:
@@ -383,9 +424,6 @@ class Stack:
             if not isinstance(res, int) and res.type == RTN_LOCAL and res.nh_sel >= 0:
                 return self.by_index.get(res.nh.oif)
         return None
-
-    def _local_in_use(self, local: int) -> bool:
-        return bool(self.locals.get(local))
 
     def select_addr(self, d: Device, dst: int, scope: int) -> int:
         """inet_select_addr(): a primary source address for dst on d, else any device."""

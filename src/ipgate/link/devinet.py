@@ -48,7 +48,8 @@ def _primary_slot(dev: Device, scope: int) -> int:
     return 0
 
 
-def _unlink(dev: Device, ifa: IfAddr) -> None:
+def unlink(dev: Device, ifa: IfAddr) -> None:
+    """Take `ifa` off the device's list."""
     idx = dev.addrs.index(ifa)
     del dev.addrs[idx]
     if idx < dev.nprim:
@@ -59,29 +60,16 @@ def _unlink(dev: Device, ifa: IfAddr) -> None:
         del dev.subnets[_key(ifa)]
 
 
-def delete_ifa(dev: Device, ifa: IfAddr, promote: bool) -> tuple[list[IfAddr], IfAddr | None, list[IfAddr]]:
-    """__inet_del_ifa(): remove `ifa`.
+def subnet_secondaries(dev: Device, prim: IfAddr) -> list[IfAddr]:
+    """The secondaries of a primary's subnet, in list order."""
+    secs = [a for a in dev.subnets.get(_key(prim), []) if a is not prim and a.secondary]
+    secs.sort(key=dev.addrs.index)
+    return secs
 
-    Returns (secondaries deleted with it, the promoted address or None, the other
-    secondaries of the subnet whose routes must be re-added after promotion).
-    """
-    removed: list[IfAddr] = []
-    promoted: IfAddr | None = None
-    followers: list[IfAddr] = []
-    if not ifa.secondary:
-        subnet_secs = [a for a in dev.subnets.get(_key(ifa), []) if a is not ifa and a.secondary]
-        subnet_secs.sort(key=dev.addrs.index)
-        if promote and subnet_secs:
-            promoted, followers = subnet_secs[0], subnet_secs[1:]
-        else:
-            for sec in subnet_secs:
-                _unlink(dev, sec)
-                removed.append(sec)
-    _unlink(dev, ifa)
-    if promoted is not None:
-        # Move the promoted address among the primaries.
-        dev.addrs.remove(promoted)
-        promoted.flags &= ~IFA_F_SECONDARY
-        dev.addrs.insert(_primary_slot(dev, promoted.scope), promoted)
-        dev.nprim += 1
-    return removed, promoted, followers
+
+def promote(dev: Device, ifa: IfAddr) -> None:
+    """Make a secondary primary and move it among the primaries (__inet_del_ifa)."""
+    dev.addrs.remove(ifa)
+    ifa.flags &= ~IFA_F_SECONDARY
+    dev.addrs.insert(_primary_slot(dev, ifa.scope), ifa)
+    dev.nprim += 1

@@ -292,23 +292,22 @@ class FibTable:
         index.build((p, n) for n in self._plens for p in self._by_len[n])
         self.index = index
 
-    def add_fresh(self, prefix: int, plen: int, leaf: tuple[FibAlias, ...]) -> bool:
-        """insert() of a prefix not present yet (route/bulk.py): store `leaf`, as
-        insert() would leave it (interned aliases, interned leaf).  False, and
-        nothing done, when the prefix is present: use insert() for that one."""
+    def add_fresh(self, plen: int, prefixes: list[int], leaves: list[tuple[FibAlias, ...]]) -> None:
+        """insert() of many new routes of one length (route/bulk.py): prefixes[i]
+        gets leaves[i], as insert() would leave it (interned aliases and leaf).
+        The caller guarantees that no prefix is present yet or repeated."""
         d = self._by_len[plen]
-        if prefix in d:
-            return False
-        if not d and plen not in self._plens:
+        d.update(zip(prefixes, leaves))
+        if d and plen not in self._plens:
             self._plens.append(plen)
             self._plens.sort(reverse=True)
-        d[prefix] = leaf
         if not plen:
-            for fa in leaf:
-                self._account(fa, plen, +1)
+            for leaf in leaves:
+                for fa in leaf:
+                    self._account(fa, plen, +1)
         if self.index is not None:
-            self.index.insert(prefix, plen)
-        return True
+            for p in prefixes:
+                self.index.insert(p, plen)
 
     def maybe_index(self, threshold: int = 16384) -> bool:
         """Attach a DIR-24-8 index (route/lpm.py) once the table holds `threshold`
