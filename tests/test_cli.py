@@ -26,10 +26,10 @@ SPLIT = str(ROOT / "examples" / "split-access.conf")
 # (stderr of the same line run alone in the namespace; ipgate check joins lines).
 BAD_CONF = """\
 ip link add eth0 type dummy
-ip addr add 192.0.2.10/24 dev eth0
+ip addr add 192.0.2.2/24 dev eth0
 ip link set eth0 up
 ip route add 198.51.100.0/24 via 203.0.113.1
-ip rule add from 192.0.2.10 table nosuchtable
+ip rule add from 192.0.2.2 table nosuchtable
 ip route add 192.0.2.0/24 dev eth9
 ip addr add 192.0.2.300/24 dev eth0
 ip route add 10.0.0.0/8 via 192.0.2.1 metric
@@ -121,8 +121,8 @@ def test_config_with_bad_lines_is_refused(tmp_path: Path, capsys: pytest.Capture
 # -- ipgate -c FILE ip ... -------------------------------------------------------------
 
 def test_route_get_with_config(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "-c", SPLIT, "ip", "route", "get", "203.0.113.50", "from", "198.51.100.10") == (
-        0, "203.0.113.50 from 198.51.100.10 via 198.51.100.1 dev eth1 table T2 uid 0 \n    cache \n", "")
+    assert run(capsys, "-c", SPLIT, "ip", "route", "get", "203.0.113.50", "from", "198.51.100.2") == (
+        0, "203.0.113.50 from 198.51.100.2 via 198.51.100.1 dev eth1 table T2 uid 0 \n    cache \n", "")
 
 
 def test_route_get_error_with_config(capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,8 +145,8 @@ def test_json_rule_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert (rc, err) == (0, "")
     assert json.loads(out) == [
         {"priority": 0, "src": "all", "table": "local"},
-        {"priority": 32764, "src": "198.51.100.10", "table": "T2"},
-        {"priority": 32765, "src": "192.0.2.10", "table": "T1"},
+        {"priority": 32764, "src": "198.51.100.2", "table": "T2"},
+        {"priority": 32765, "src": "192.0.2.2", "table": "T1"},
         {"priority": 32766, "src": "all", "table": "main"},
         {"priority": 32767, "src": "all", "table": "default"},
     ]
@@ -155,9 +155,9 @@ def test_json_rule_list(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_json_route_get(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = run(capsys, "-c", SPLIT, "ip", "-j", "route", "get", "203.0.113.50", "from", "198.51.100.10")
+    rc, out, err = run(capsys, "-c", SPLIT, "ip", "-j", "route", "get", "203.0.113.50", "from", "198.51.100.2")
     assert (rc, err) == (0, "")
-    assert out == ('[{"dst":"203.0.113.50","from":"198.51.100.10","gateway":"198.51.100.1","dev":"eth1",'
+    assert out == ('[{"dst":"203.0.113.50","from":"198.51.100.2","gateway":"198.51.100.1","dev":"eth1",'
                    '"table":"T2","flags":[],"uid":0,"cache":[]}]\n')
 
 
@@ -165,7 +165,7 @@ def test_console_entry_point() -> None:
     p = subprocess.run([sys.executable, "-m", "ipgate.cli", "-c", SPLIT, "ip", "rule", "show"],
                        capture_output=True, text=True, timeout=60, check=False)
     assert (p.returncode, p.stderr) == (0, "")
-    assert "32764:\tfrom 198.51.100.10 lookup T2\n" in p.stdout
+    assert "32764:\tfrom 198.51.100.2 lookup T2\n" in p.stdout
 
 
 # -- ip -batch / -force -----------------------------------------------------------------
@@ -182,13 +182,13 @@ rule show
 """
 ROUTES_BATCH_FORCE_OUT = (
     "default via 192.0.2.1 dev eth0 \n"
-    "192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.10 \n"
-    "198.51.100.0/24 dev eth1 proto kernel scope link src 198.51.100.10 \n"
+    "192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2 \n"
+    "198.51.100.0/24 dev eth1 proto kernel scope link src 198.51.100.2 \n"
     "203.0.113.0/24 via 198.51.100.1 dev eth1 \n"
     "0:\tfrom all lookup local\n"
     "1000:\tfrom 192.0.2.99 lookup T1\n"
-    "32764:\tfrom 198.51.100.10 lookup T2\n"
-    "32765:\tfrom 192.0.2.10 lookup T1\n"
+    "32764:\tfrom 198.51.100.2 lookup T2\n"
+    "32765:\tfrom 192.0.2.2 lookup T1\n"
     "32766:\tfrom all lookup main\n"
     "32767:\tfrom all lookup default\n")
 
@@ -214,8 +214,8 @@ def test_batch_force_goes_on_and_reports_each_failure(tmp_path: Path, capsys: py
 
 def test_batch_all_good(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = batch(tmp_path, capsys, "route add 203.0.113.0/24 via 198.51.100.1\nroute show table T2\n")
-    assert (rc, out, err) == (0, "default via 198.51.100.1 dev eth1 src 198.51.100.10 \n"
-                                 "198.51.100.0/24 dev eth1 scope link src 198.51.100.10 \n", "")
+    assert (rc, out, err) == (0, "default via 198.51.100.1 dev eth1 src 198.51.100.2 \n"
+                                 "198.51.100.0/24 dev eth1 scope link src 198.51.100.2 \n", "")
 
 
 def test_batch_lines_do_not_start_with_ip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -249,6 +249,6 @@ def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run(capsys, "demo")
     for conf in sorted((ROOT / "examples").glob("*.conf")):
         assert f"\n{conf.name}: " in out
-    assert "$ ip route get 203.0.113.50 from 198.51.100.10\n" in out
+    assert "$ ip route get 203.0.113.50 from 198.51.100.2\n" in out
     assert "could not load" not in out
     assert (rc, err) == (0, "")

@@ -136,31 +136,31 @@ EXPECTED: dict[str, tuple[Case, ...]] = {
     'split-access.conf': (
         Case('ip rule show', 0,
              '0:\tfrom all lookup local\n'
-             '32764:\tfrom 198.51.100.10 lookup T2\n'
-             '32765:\tfrom 192.0.2.10 lookup T1\n'
+             '32764:\tfrom 198.51.100.2 lookup T2\n'
+             '32765:\tfrom 192.0.2.2 lookup T1\n'
              '32766:\tfrom all lookup main\n'
              '32767:\tfrom all lookup default\n'),
         Case('ip route show table T1', 0,
-             'default via 192.0.2.1 dev eth0 src 192.0.2.10 \n'
-             '192.0.2.0/24 dev eth0 scope link src 192.0.2.10 \n'),
+             'default via 192.0.2.1 dev eth0 src 192.0.2.2 \n'
+             '192.0.2.0/24 dev eth0 scope link src 192.0.2.2 \n'),
         Case('ip route show table T2', 0,
-             'default via 198.51.100.1 dev eth1 src 198.51.100.10 \n'
-             '198.51.100.0/24 dev eth1 scope link src 198.51.100.10 \n'),
+             'default via 198.51.100.1 dev eth1 src 198.51.100.2 \n'
+             '198.51.100.0/24 dev eth1 scope link src 198.51.100.2 \n'),
         Case('ip route show', 0,
              'default via 192.0.2.1 dev eth0 \n'
-             '192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.10 \n'
-             '198.51.100.0/24 dev eth1 proto kernel scope link src 198.51.100.10 \n'),
-        Case('ip route get 203.0.113.50 from 198.51.100.10', 0,
-             '203.0.113.50 from 198.51.100.10 via 198.51.100.1 dev eth1 table T2 uid 0 \n'
+             '192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2 \n'
+             '198.51.100.0/24 dev eth1 proto kernel scope link src 198.51.100.2 \n'),
+        Case('ip route get 203.0.113.50 from 198.51.100.2', 0,
+             '203.0.113.50 from 198.51.100.2 via 198.51.100.1 dev eth1 table T2 uid 0 \n'
              '    cache \n'),
-        Case('ip route get 203.0.113.50 from 192.0.2.10', 0,
-             '203.0.113.50 from 192.0.2.10 via 192.0.2.1 dev eth0 table T1 uid 0 \n'
+        Case('ip route get 203.0.113.50 from 192.0.2.2', 0,
+             '203.0.113.50 from 192.0.2.2 via 192.0.2.1 dev eth0 table T1 uid 0 \n'
              '    cache \n'),
         Case('ip route get 203.0.113.50', 0,
-             '203.0.113.50 via 192.0.2.1 dev eth0 src 192.0.2.10 uid 0 \n'
+             '203.0.113.50 via 192.0.2.1 dev eth0 src 192.0.2.2 uid 0 \n'
              '    cache \n'),
-        Case('ip route get 198.51.100.10 from 203.0.113.50 iif eth1', 0,
-             'local 198.51.100.10 from 203.0.113.50 dev lo table local \n'
+        Case('ip route get 198.51.100.2 from 203.0.113.50 iif eth1', 0,
+             'local 198.51.100.2 from 203.0.113.50 dev lo table local \n'
              '    cache <local> iif eth1 \n'),
     ),
     'multiple-default-routes.conf': (

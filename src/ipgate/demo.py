@@ -22,13 +22,13 @@ from ipgate.shell import ScriptErrors, Shell, load_script
 # themselves are ipgate's; tests/test_seeds.py checks them against Linux.
 QUERIES: dict[str, tuple[tuple[str, str], ...]] = {
     "split-access.conf": (
-        ("ip route get 203.0.113.50 from 198.51.100.10",
+        ("ip route get 203.0.113.50 from 198.51.100.2",
          "a packet from eth1's address leaves by uplink 2 (198.51.100.1): rule 32764 sends it to table T2"),
-        ("ip route get 203.0.113.50 from 192.0.2.10",
+        ("ip route get 203.0.113.50 from 192.0.2.2",
          "a packet from eth0's address leaves by uplink 1 (192.0.2.1): rule 32765 sends it to table T1"),
         ("ip route get 203.0.113.50",
          "a new connection (no source yet) is \"still governed by the default route\" of table main"),
-        ("ip route get 198.51.100.10 from 203.0.113.50 iif eth1",
+        ("ip route get 198.51.100.2 from 203.0.113.50 iif eth1",
          "the request arriving on eth1 is delivered locally: rule 0, table local, comes first"),
     ),
     "multiple-default-routes.conf": (

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass
 
 from ipgate.commands.base import Exit, Output
-from ipgate.commands.script import do_echo, do_sysctl, logical_lines, program_name, split_line
+from ipgate.commands.script import do_echo, do_printf, do_sysctl, logical_lines, program_name, split_line
 from ipgate.errors import ConfigError, NetlinkError
 from ipgate.stack import Stack
 
@@ -62,6 +62,8 @@ class Shell:
             return int(route(self.stack, args, o))
         if prog == "echo":
             return do_echo(self.stack, words, o)
+        if prog == "printf":
+            return do_printf(self.stack, words, o)
         if prog == "sysctl":
             return do_sysctl(self.stack, words, o)
         if prog in ("true", ":"):

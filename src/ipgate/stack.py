@@ -77,6 +77,8 @@ class Stack:
         self.by_index: dict[int, Device] = {}
         self._next_ifindex = 1
         self.interner = Interner()
+        # ifindexes of devices that are down: their nexthops are RTNH_F_DEAD
+        self.down: set[int] = set()
         self.tables: dict[int, FibTable] = {}
         self.rules = RuleSet()
         self.sysctl: dict[str, int] = dict(SYSCTL_DEFAULTS)
@@ -102,7 +104,7 @@ class Stack:
         """fib_new_table(): get or create."""
         t = self.tables.get(tb_id)
         if t is None:
-            t = self.tables[tb_id] = FibTable(tb_id, self.interner)
+            t = self.tables[tb_id] = FibTable(tb_id, self.interner, self.down)
         return t
 
     def table_name(self, tb_id: int) -> str:
@@ -147,6 +149,7 @@ class Stack:
             [0x02] + list(hashlib.sha256(name.encode()).digest()[:5]))
         d = Device(ifindex=idx, name=name, kind=kind, mac=mac,
                    qlen=500 if kind == "tun" else 1000)
+        self.down.add(idx)
         self.devices[name] = d
         self.by_index[idx] = d
         for key in DEVCONF_KEYS:
@@ -168,6 +171,7 @@ class Stack:
             t.flush_if(lambda p, n, fa: any(nh.oif == d.ifindex for nh in fa.info.nhs))
         del self.devices[d.name]
         del self.by_index[d.ifindex]
+        self.down.discard(d.ifindex)
         for key in DEVCONF_KEYS:
             self.sysctl.pop(f"net.ipv4.conf.{d.name}.{key}", None)
         if d.peer and d.peer in self.devices:
@@ -197,30 +201,20 @@ class Stack:
             return
         d.up = up
         if up:
-            # NETDEV_UP: fib_netdev_event() re-adds every address's routes.
+            # NETDEV_UP: fib_netdev_event() re-adds every address's routes and
+            # fib_sync_up() revives multipath nexthops through d.
+            self.down.discard(d.ifindex)
             for ifa in list(d.addrs):
                 self.fib_add_ifaddr(ifa)
         else:
             # NETDEV_DOWN: fib_disable_ip() -> fib_sync_down_dev() + fib_flush():
-            # every route with a nexthop on d dies, except host-scope ones (local).
-            idx = d.ifindex
+            # routes whose nexthops are all on d die, except host-scope ones (local);
+            # multipath routes keep their nexthops on d, marked dead.
+            self.down.add(d.ifindex)
             for t in self.tables.values():
-                t.flush_if(lambda p, n, fa: _all_nhs_on(fa, idx))
-            self._rebalance_after_down(idx)
+                t.flush_if(lambda p, n, fa: _all_nhs_dead(fa, self.down))
         self.addr_genid += 1
 
-    def _rebalance_after_down(self, idx: int) -> None:
-        # Multipath routes losing one nexthop keep the others (dead nexthops are
-        # never chosen); we drop the dead nexthop from the alias.
-        for t in self.tables.values():
-            for p, n, fa in list(t.entries()):
-                nhs = fa.info.nhs
-                if len(nhs) > 1 and any(nh.oif == idx for nh in nhs):
-                    keep = tuple(nh for nh in nhs if nh.oif != idx)
-                    new = FibAlias(fa.type, fa.tos, _replace_nhs(fa.info, keep))
-                    leaf = list(t.leaf(p, n))
-                    leaf[leaf.index(fa)] = t._interner.alias(new)
-                    t._store(p, n, tuple(leaf))
 
     # -- addresses (devinet.c + fib_frontend.c) ---------------------------
     def devconf(self, d: Device, key: str) -> int:
@@ -587,11 +581,10 @@ class Stack:
         raise NetlinkError(errno.ESRCH)
 
 
-def _all_nhs_on(fa: FibAlias, idx: int) -> bool:
+def _all_nhs_dead(fa: FibAlias, down: set[int]) -> bool:
+    """fib_info dead: every nexthop on a down device (host-scope nexthops never die)."""
     nhs = fa.info.nhs
-    if not nhs:
-        return False
-    return all(nh.oif == idx and nh.scope != RT_SCOPE_NOWHERE for nh in nhs)
+    return bool(nhs) and all(nh.oif in down and nh.scope != RT_SCOPE_NOWHERE for nh in nhs)
 
 
 def _replace_nhs(fi: FibInfo, nhs: tuple[FibNh, ...]) -> FibInfo:

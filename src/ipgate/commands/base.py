@@ -28,12 +28,17 @@ class Output:
 
 
 class Exit(Exception):
-    """Stop the command with a status after printing `message` to stderr."""
+    """Stop the command with a status after printing `message` to stderr.
 
-    def __init__(self, status: int, message: str = "") -> None:
+    `fatal` mirrors a tool calling exit() itself (iproute2's usage()): it ends a
+    whole `-batch` run at once, without the "Command failed" line.
+    """
+
+    def __init__(self, status: int, message: str = "", fatal: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.fatal = fatal
 
 
 def matches(word: str, full: str) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ipgate import inet
+from ipgate.commands import ip_usage
 from ipgate.commands.base import Exit, Output, matches
 from ipgate.errors import NetlinkError
 from ipgate.inet import (
@@ -44,7 +45,7 @@ from ipgate.inet import (
 )
 from ipgate.link.device import IFA_F_NOPREFIXROUTE, IFA_F_SECONDARY, Device, IfAddr
 from ipgate.route.config import FibConfig, NhConfig
-from ipgate.route.fib import RTNH_F_ONLINK, FibAlias
+from ipgate.route.fib import RTNH_F_ONLINK, FibAlias, FibNh
 from ipgate.route.lookup import Route, route_input, route_output
 from ipgate.route.rules import (
     FR_ACT_BLACKHOLE,
@@ -72,6 +73,7 @@ class Opts:
         self.stats = 0
         self.force = False
         self.pretty = False
+        self.inet_only = False  # -4: links without IPv4 addresses are not listed
 
 
 def _invarg(msg: str, arg: str) -> Exit:
@@ -165,9 +167,11 @@ class IpCommand:
                 self.opts.force = True
             elif matches(o, "pretty"):
                 self.opts.pretty = True
-            elif o == "4" or matches(o, "family"):
-                if matches(o, "family") and args:
-                    args.pop(0)
+            elif o == "4":
+                self.opts.inet_only = True
+            elif matches(o, "family"):
+                if args and args.pop(0) == "inet":
+                    self.opts.inet_only = True
             elif matches(o, "batch"):
                 if not args:
                     raise Exit(255, "Option \"-batch\" requires an argument")
@@ -193,11 +197,11 @@ class IpCommand:
             words = split_line(line)
             if not words:
                 continue
-            if words[0] == "ip":
-                words = words[1:]
             try:
                 rc = self.do_cmd(words)
             except Exit as e:
+                if e.fatal:
+                    raise
                 if e.message:
                     self.o.error(e.message)
                 rc = e.status
@@ -226,6 +230,10 @@ class IpCommand:
 
     def dev_index(self, name: str) -> int:
         d = self.stack.devices.get(name)
+        if d is None and ":" in name:
+            # ll_name_to_index() falls back to if_nametoindex(); its SIOCGIFINDEX
+            # ioctl cuts the name at ':' (dev_ioctl()), so "eth0:0" is eth0.
+            d = self.stack.devices.get(name.split(":", 1)[0])
         if d is None:
             raise Exit(1, f'Cannot find device "{name}"')
         return d.ifindex
@@ -509,7 +517,7 @@ class IpCommand:
 
     def addr_show(self, args: list[str]) -> int:
         devs, pred = self._addr_filter(args)
-        filtered = len(args) > 0 and any(a in ("label", "scope", "to", "primary", "secondary") for a in args)
+        filtered = self.opts.inet_only or any(a in ("label", "scope", "to", "primary", "secondary") for a in args)
         if self.opts.json:
             res = []
             for d in devs:
@@ -693,7 +701,7 @@ class IpCommand:
                 dst_given = True
             i += 1
         if not dst_given:
-            raise Exit(1, "Error: need at least a destination address.")
+            raise Exit(255, ip_usage.ROUTE.rstrip("\n"), fatal=True)
         seen["type"] = type_given
         return cfg, seen
 
@@ -816,12 +824,13 @@ class IpCommand:
         d = self.stack.by_index.get(oif)
         return d.name if d else str(oif)
 
-    def _nh_flags(self, flags: int, oif: int) -> list[str]:
-        out = []
-        if flags & RTNH_F_ONLINK:
+    def _nh_flags(self, nh: FibNh) -> list[str]:
+        """print_rt_flags() order: dead, onlink, ..., linkdown."""
+        dead = nh.oif in self.stack.down and nh.scope != RT_SCOPE_NOWHERE
+        out = ["dead"] if dead else []
+        if nh.flags & RTNH_F_ONLINK:
             out.append("onlink")
-        d = self.stack.by_index.get(oif)
-        if d is not None and not d.carrier and not d.loopback:
+        if dead:
             out.append("linkdown")
         return out
 
@@ -851,7 +860,7 @@ class IpCommand:
         if fi.priority:
             parts += ["metric", str(fi.priority)]
         if single:
-            parts += self._nh_flags(fi.nhs[0].flags, fi.nhs[0].oif)
+            parts += self._nh_flags(fi.nhs[0])
         for k, v in _ordered_metrics(fi.metrics):
             parts += [k, str(v)]
         if fa.type == RTN_NAT and fi.nhs:
@@ -863,7 +872,7 @@ class IpCommand:
                 if nh.gw:
                     seg += ["via", ntoa(nh.gw)]
                 seg += ["dev", self._nh_dev(nh.oif), "weight", str(nh.weight)]
-                seg += self._nh_flags(nh.flags, nh.oif)
+                seg += self._nh_flags(nh)
                 line += " ".join(seg) + " \n"
         return line
 
@@ -892,13 +901,13 @@ class IpCommand:
             j["prefsrc"] = ntoa(fi.prefsrc)
         if fi.priority:
             j["metric"] = fi.priority
-        j["flags"] = self._nh_flags(fi.nhs[0].flags, fi.nhs[0].oif) if single else []
+        j["flags"] = self._nh_flags(fi.nhs[0]) if single else []
         if fi.metrics:
             j["metrics"] = [dict(_ordered_metrics(fi.metrics))]
         if not single and fi.nhs:
             j["nexthops"] = [
                 {**({"gateway": ntoa(nh.gw)} if nh.gw else {}), "dev": self._nh_dev(nh.oif),
-                 "weight": nh.weight, "flags": self._nh_flags(nh.flags, nh.oif)} for nh in fi.nhs]
+                 "weight": nh.weight, "flags": self._nh_flags(nh)} for nh in fi.nhs]
         return j
 
     def route_get(self, args: list[str]) -> int:
@@ -1138,6 +1147,10 @@ class IpCommand:
                 r.table = RT_TABLE_MAIN
             if not r.action:
                 r.action = FR_ACT_TO_TBL
+            if r.action == FR_ACT_TO_TBL and r.table == 0:
+                # fib_nl_newrule(): table 0 means "a new empty table" (fib_empty_table)
+                r.table = next(t for t in range(1, 2**32) if t not in self.stack.tables)
+                self.stack.table(r.table)
             if r.tos & 3:
                 raise NetlinkError(errno.EINVAL, "Invalid dsfield (tos): ECN bits must be 0")
             if r.tos & ~0x1C:
@@ -1284,9 +1297,9 @@ class IpCommand:
             else:
                 j[k] = v
                 if k == "iif" and r.iifindex < 0:
-                    j["iif_detached"] = True
+                    j["iif_detached"] = None
                 if k == "oif" and r.oifindex < 0:
-                    j["oif_detached"] = True
+                    j["oif_detached"] = None
         if r.table and r.action == FR_ACT_TO_TBL:
             j["table"] = self.stack.table_name(r.table)
             if r.suppress_prefixlen >= 0:
@@ -1296,9 +1309,9 @@ class IpCommand:
         elif r.action == FR_ACT_GOTO:
             j["goto"] = r.target
             if self.stack.rules.target_index(r.target) < 0:
-                j["unresolved"] = True
+                j["unresolved"] = None
         elif r.action == FR_ACT_NOP:
-            j["action"] = "nop"
+            j["nop"] = None
         elif r.action != FR_ACT_TO_TBL:
             j["action"] = RTN_NAMES[r.action]
         return j

@@ -77,6 +77,64 @@ def do_echo(stack: Stack, words: list[str], o: Output) -> int:
     return 0
 
 
+_PRINTF_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", "\"": "\"", "'": "'", "a": "\a", "b": "\b",
+                   "f": "\f", "r": "\r", "v": "\v"}
+
+
+def printf_format(fmt: str, args: list[str]) -> str:
+    """POSIX printf for the %s/%d/%% and backslash escapes the documents use."""
+    out: list[str] = []
+    it = iter(args)
+    i = 0
+    while i < len(fmt):
+        c = fmt[i]
+        if c == "\\" and i + 1 < len(fmt):
+            out.append(_PRINTF_ESCAPES.get(fmt[i + 1], "\\" + fmt[i + 1]))
+            i += 2
+        elif c == "%" and i + 1 < len(fmt):
+            conv = fmt[i + 1]
+            if conv == "%":
+                out.append("%")
+            elif conv in "sd":
+                out.append(next(it, "" if conv == "s" else "0"))
+            else:
+                raise Exit(1, f"printf: %{conv}: invalid directive")
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def do_printf(stack: Stack, words: list[str], o: Output) -> int:
+    """`printf "1\\tuplink0\\n" >> /etc/iproute2/rt_tables` (and to /proc/sys)."""
+    target: str | None = None
+    op = ""
+    if ">" in words or ">>" in words:
+        op = ">>" if ">>" in words else ">"
+        k = words.index(op)
+        if len(words) != k + 2:
+            raise Exit(1, "printf: expected one redirection target")
+        target = words[k + 1]
+        words = words[:k]
+    if len(words) < 2:
+        raise Exit(2, "printf: usage: printf format [arguments]")
+    text = printf_format(words[1], words[2:])
+    if target is None:
+        o.write(text)
+        return 0
+    if target.endswith("/iproute2/rt_tables"):
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                add_rt_table_line(stack, line)
+        return 0
+    key = sysctl_key(target)
+    if key is None:
+        raise Exit(1, f"printf: cannot write {target}: ipgate models /proc/sys and rt_tables only")
+    set_sysctl(stack, key, text)
+    return 0
+
+
 def add_rt_table_line(stack: Stack, text: str) -> None:
     fields = text.split()
     if len(fields) < 2 or fields[0].startswith("#"):
@@ -117,4 +175,4 @@ def do_sysctl(stack: Stack, words: list[str], o: Output) -> int:
     return 0
 
 
-__all__ = ["RT_TABLE_LOCAL", "do_echo", "do_sysctl", "logical_lines", "program_name", "split_line"]
+__all__ = ["RT_TABLE_LOCAL", "do_echo", "do_printf", "do_sysctl", "logical_lines", "program_name", "split_line"]

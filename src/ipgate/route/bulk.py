@@ -6,26 +6,35 @@ Theory of operation.  A full table is a million lines of the same shape::
 
 The general path (`Shell` -> `IpCommand._route_args` -> `Stack.route_add`)
 spends ~200 us per line: shlex, the keyword loop, a FibConfig, and
-fib_check_nh()'s RPDB lookup of the gateway.  Here a line is split on blanks,
-the tokens are recognised exactly as `_route_args` would, and everything that
-does not depend on the prefix (device, table, metric, protocol, the gateway's
-validation, the FibAlias) is computed once per distinct (via, dev, table,
-metric, proto) words by the general code itself (`Stack._create_alias`), then
-interned and reused.  What is left per line is the prefix, the host-bits check
-_create_alias() makes first, and a dict store (`FibTable.add_fresh`), or
-`FibTable.insert` when the prefix is present already (so duplicates fail with
-"File exists" exactly as `ip route add` does, and different metrics nest).
+fib_check_nh()'s RPDB lookup of the gateway.  Here:
 
-Why caching the validation is exact: every route of this grammar has a gateway,
+1. *Collect.*  A line is split on blanks.  Everything after the prefix (the
+   "tail": via, dev, table, metric, proto) is resolved once per distinct tail
+   text, by the general code itself (`Stack._create_alias`), into an interned
+   FibAlias; per line only the prefix is parsed and its host bits checked
+   (the first check _create_alias() makes).  Lines are kept in compact arrays.
+2. *Apply.*  Routes whose (table, prefix) occurs once and is absent from the
+   table are stored a whole prefix length at a time (`FibTable.add_fresh`,
+   a dict update).  The others ("contested": a prefix present already, or
+   repeated in the batch) go through `FibTable.insert` in line order, so
+   duplicates fail with "File exists" exactly as `ip route add` does and
+   different metrics nest as they would.
+
+Why resolving a tail once is exact: every route of this grammar has a gateway,
 hence scope universe, and fib_check_nh() resolves gateways with scope >= link,
 so none of these routes can change how a later gateway resolves.  Devices,
-addresses, rules and rt_tables do not change inside a run of such lines.
+addresses, rules and rt_tables do not change inside a run of such lines, and the
+caches are dropped whenever another line runs in between.
 
-Lines outside the grammar (other commands, other keywords, quoting, comments
-after a command, short address forms like ``10/8``) are never guessed at:
+Errors: the first refused line (bad host bits, a gateway the kernel refuses,
+"File exists") wins, as when the lines run one by one; everything before it is
+checked before anything is stored, so `load_routes` leaves the stack unchanged.
+
+Lines outside the grammar (other commands or keywords, quoting, comments after
+a command, short address forms like ``10/8``, unknown devices or tables: the
+general parser's own error texts are wanted there) are never guessed at:
 `load_routes` refuses them (`NotBulk`) before touching the stack, and
-`load_lines` hands them, in order, to a callback running the general parser,
-so a mixed script behaves exactly as if every line had gone the slow way.
+`load_lines` hands them, in order, to a callback running the general parser.
 """
 
 from __future__ import annotations
@@ -35,19 +44,22 @@ import re
 import socket
 import struct
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
 
 from ipgate.errors import ConfigError, NetlinkError
 from ipgate.inet import MASKS, PROTO_BY_NAME, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, RTN_UNICAST, RTPROT_BOOT
 from ipgate.route.config import FibConfig
-from ipgate.route.fib import FibAlias, FibTable, LpmIndex
+from ipgate.route.fib import FibAlias, FibTable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ipgate.stack import Stack
 
-# What split_line() (shlex, punctuation ">;|&", comments) would treat specially.
+# What split_line() (shlex, punctuation ">;|&", comments, quotes) treats specially.
 _SPECIAL = re.compile(r"[#\"'\\>;|&]")
 _OBJ = frozenset({"r", "ro", "rou", "rout", "route"})  # matches(w, "route"), as IpCommand.do_cmd
 _ADD = frozenset({"a", "ad", "add"})  # matches(w, "add"): first entry of do_route's flag table
@@ -56,9 +68,12 @@ _PROTO = frozenset({"proto", "protocol"})
 _PLEN = {str(n): n for n in range(33)}
 _HOST = tuple(~m & 0xFFFFFFFF for m in MASKS)
 _INVALID_PREFIX = NetlinkError(errno.EINVAL, "Invalid prefix for given prefix length").iproute2_text()
-# Tables that receive this many routes in one load are re-indexed once at the end
-# instead of per insert; small additions to an indexed table stay incremental.
-_DETACH_AFTER = 4096
+# A table receiving more new routes than this is re-indexed once instead of per insert.
+_REINDEX_OVER = 4096
+_MAX_TAILS = 1 << 16  # bound on the tail-text cache (distinct metrics per line...)
+_pton = socket.inet_pton
+_unpack = struct.Struct("!I").unpack
+_AF_INET = socket.AF_INET
 
 
 class NotBulk(ConfigError):
@@ -71,48 +86,62 @@ class NotBulk(ConfigError):
 
 @dataclass(slots=True)
 class _Key:
-    """What the words other than the prefix resolve to (None: not bulk)."""
+    """What the words other than the prefix resolve to."""
 
-    table: FibTable | None
     table_id: int
-    fa: FibAlias | None
+    fa: FibAlias | None  # None: the kernel refuses the route (`error`)
     leaf: tuple[FibAlias, ...]
-    error: str  # iproute2's text for a route the kernel refuses, else ""
+    error: str
 
 
 @dataclass(slots=True)
-class _Undo:
-    """Enough to take a load back: fresh prefixes per (table, plen), other inserts in order."""
+class _Run:
+    """Collected bulk lines, one entry per route, in line order."""
 
-    fresh: dict[tuple[int, int], array[int]] = field(default_factory=dict)
-    inserted: list[tuple[FibTable, int, int, FibAlias]] = field(default_factory=list)
-    created: list[int] = field(default_factory=list)
+    prefix: array[int] = field(default_factory=lambda: array("I"))
+    keyplen: array[int] = field(default_factory=lambda: array("I"))  # key index << 6 | plen
+    lineno: array[int] = field(default_factory=lambda: array("I"))
 
 
 class BulkLoader:
-    """One load into one Stack.  `feed` lines, then `finish` (or `rollback`)."""
+    """One load into one Stack: `run` the lines, then `finish`."""
 
     def __init__(self, stack: Stack, filename: str, *, script: bool = False) -> None:
         self.stack = stack
         self.filename = filename
         self.script = script  # shell-script dialect: the leading `ip` is required
         self.count = 0
-        self._keys: dict[tuple[str | None, ...], _Key | None] = {}
-        self._undo = _Undo()
-        self._per_table: dict[int, int] = {}
-        self._detached: dict[int, LpmIndex] = {}
+        self.touched: set[int] = set()
+        self._keys: list[_Key] = []
+        self._key_ix: dict[tuple[str | None, ...], int] = {}
+        self._hot: dict[str, int] = {}
 
     def invalidate(self) -> None:
-        """Forget the per-key results: call after anything else changed the stack."""
+        """Forget the resolved tails: the stack was changed by something else."""
         self._keys.clear()
+        self._key_ix.clear()
+        self._hot.clear()
 
-    # -- parsing -----------------------------------------------------------
+    # -- collecting ----------------------------------------------------------
+    def _key(self, gw: str, dev: str | None, table: str | None, metric: str | None,
+             proto: str | None) -> int:
+        """Index of the resolved key for these words, or -1 if they are not bulk."""
+        ck = (gw, dev, table, metric, proto)
+        ki = self._key_ix.get(ck)
+        if ki is None:
+            k = self._resolve(gw, dev, table, metric, proto)
+            ki = -1 if k is None else len(self._keys)
+            if k is not None:
+                self._keys.append(k)
+            self._key_ix[ck] = ki
+        return ki
+
     def _resolve(self, gw: str, dev: str | None, table: str | None, metric: str | None,
                  proto: str | None) -> _Key | None:
-        """The same values IpCommand._route_args/route_modify derive, or None."""
+        """The values IpCommand._route_args/route_modify derive from the words, or None."""
         st = self.stack
         try:
-            gw_addr = _addr(gw)
+            gw_addr = _unpack(_pton(_AF_INET, gw))[0]  # get_addr_1(), dotted quads only
             oif = 0
             if dev is not None:
                 d = st.devices.get(dev)
@@ -125,195 +154,253 @@ class BulkLoader:
                 prio = int(metric, 0)  # _u32()
                 if not 0 <= prio <= 0xFFFFFFFF:
                     return None
-            protocol = RTPROT_BOOT
+            protocol = RTPROT_BOOT  # route_modify(): "proto boot" unless given
             if proto is not None:
                 protocol = PROTO_BY_NAME[proto] if proto in PROTO_BY_NAME else int(proto, 0)
-        except ValueError:
+        except (ValueError, OSError):
             return None
+        # route_modify(): a gateway and no "scope": RT_SCOPE_UNIVERSE; dst checked per line
         cfg = FibConfig(dst=0, dst_len=0, table=tb, protocol=protocol, scope=RT_SCOPE_UNIVERSE,
                         type=RTN_UNICAST, priority=prio, gw=gw_addr, oif=oif)
         try:
             fa = st.interner.alias(st._create_alias(cfg))
         except NetlinkError as e:
-            return _Key(None, tb, None, (), e.iproute2_text())
-        return _Key(None, tb, fa, st.interner.leaf((fa,)), "")
+            return _Key(tb, None, (), e.iproute2_text())
+        return _Key(tb, fa, st.interner.leaf((fa,)), "")
 
-    def parse(self, line: str) -> tuple[_Key, int, int] | int | None:
-        """(key, prefix, plen) for a bulk line; 0 for a blank/comment line; None: not bulk."""
-        w = line.split()
-        if not w:
-            return 0
-        if _SPECIAL.search(line) or not line.isascii():
-            return 0 if w[0].startswith("#") else None
-        i = 0
-        if w[0] == "ip" or (self.script and w[0].endswith("/ip")):
-            i = 1
-        elif self.script:
-            return None
-        n = len(w)
-        if n < i + 5 or w[i] not in _OBJ or w[i + 1] not in _ADD:
-            return None
-        dst = gw = dev = table = metric = proto = None
-        j = i + 2
+    def _words(self, words: list[str]) -> int:
+        """Key index for the keyword words after `route add` (prefix excluded), or -1."""
+        gw = dev = table = metric = proto = None
         try:
-            while j < n:
-                k = w[j]
+            for j in range(0, len(words), 2):
+                k, v = words[j], words[j + 1]
                 if k == "via":
-                    gw = w[j + 1]
+                    gw = v
                 elif k == "dev":
-                    dev = w[j + 1]
+                    dev = v
                 elif k == "table":
-                    table = w[j + 1]
+                    table = v
                 elif k in _METRIC:
-                    metric = w[j + 1]
+                    metric = v
                 elif k in _PROTO:
-                    proto = w[j + 1]
-                elif dst is None and (k[0].isdigit() or k == "default"):
-                    dst = k
-                    j += 1
-                    continue
+                    proto = v
                 else:
-                    return None
-                j += 2
+                    return -1
         except IndexError:
-            return None
-        if gw is None or dst is None:
-            return None
-        ck = (gw, dev, table, metric, proto)
+            return -1
+        if gw is None:
+            return -1
+        return self._key(gw, dev, table, metric, proto)
+
+    def _tail(self, tail: str) -> int:
+        """Key index of a valid route's tail words (after the prefix), else -1."""
+        if _SPECIAL.search(tail) or not tail.isascii():
+            return -1
+        ki = self._words(tail.split())
+        return ki if ki >= 0 and self._keys[ki].fa is not None else -1
+
+    def _line(self, line: str) -> tuple[int, int, int] | tuple[str, str] | None:
+        """Any bulk line: (key index, prefix, plen); ("other"|"error", text); None: no words."""
+        w = line.split()
+        if not w or w[0][0] == "#":
+            return None  # split_line() yields no words
+        if _SPECIAL.search(line) or not line.isascii():
+            return "other", line
+        i = 1 if w[0] == "ip" or (self.script and w[0].endswith("/ip")) else 0
+        if (self.script and not i) or len(w) < i + 5 or w[i] not in _OBJ or w[i + 1] not in _ADD:
+            return "other", line
+        rest = w[i + 2:]
+        # the one word that is neither a keyword nor a keyword's value is the prefix
+        dsts = [j for j in range(len(rest))
+                if rest[j] not in _KEYWORDS and (j == 0 or rest[j - 1] not in _KEYWORDS)]
+        if len(dsts) != 1:
+            return "other", line
+        dst = rest[dsts[0]]
+        ki = self._words(rest[:dsts[0]] + rest[dsts[0] + 1:])
+        if ki < 0:
+            return "other", line
+        a, slash, ln = ("0.0.0.0", "/", "0") if dst == "default" else dst.partition("/")
         try:
-            key = self._keys[ck]
-        except KeyError:
-            key = self._keys[ck] = self._resolve(gw, dev, table, metric, proto)
-        if key is None:
-            return None
-        if dst == "default":
-            return key, 0, 0
-        a, slash, ln = dst.partition("/")
-        try:
-            p: int = _unpack(_pton(socket.AF_INET, a))[0]
+            p: int = _unpack(_pton(_AF_INET, a))[0]
         except OSError:
-            return None
-        if not slash:
-            return key, p, 32
-        plen = _PLEN.get(ln)
-        if plen is None:
+            return "other", line
+        n = _PLEN.get(ln, -1) if slash else 32
+        if n < 0:
             if not (ln.isdigit() and int(ln) <= 32):
-                return None  # a dotted netmask or garbage: the general parser decides
-            plen = int(ln)
-        return key, p, plen
+                return "other", line  # a dotted netmask, garbage: the general parser decides
+            n = int(ln)
+        if p & _HOST[n]:
+            return "error", _INVALID_PREFIX
+        k = self._keys[ki]
+        if k.fa is None:
+            return "error", k.error
+        return ki, p, n
 
-    # -- applying ----------------------------------------------------------
-    def apply(self, lineno: int, key: _Key, prefix: int, plen: int) -> None:
-        """Stack.route_add() for one parsed line; ConfigError if the kernel would refuse it."""
-        if prefix & _HOST[plen]:
-            raise ConfigError(self.filename, lineno, _INVALID_PREFIX)
-        fa = key.fa
-        if fa is None:
-            raise ConfigError(self.filename, lineno, key.error)
-        t = key.table
-        if t is None:
-            t = key.table = self._table(key.table_id)
-        if t.add_fresh(prefix, plen, key.leaf):
-            u = self._undo.fresh.get((key.table_id, plen))
-            if u is None:
-                u = self._undo.fresh[(key.table_id, plen)] = array("I")
-            u.append(prefix)
-        else:
-            try:
-                t.insert(prefix, plen, fa)  # `ip route add`: create + excl
-            except NetlinkError as e:
-                raise ConfigError(self.filename, lineno, e.iproute2_text()) from None
-            self._undo.inserted.append((t, prefix, plen, fa))
-        self.count += 1
-
-    def _table(self, tb: int) -> FibTable:
-        st = self.stack
-        if tb not in st.tables:
-            self._undo.created.append(tb)
-        return st.table(tb)
-
-    def feed(self, lineno: int, line: str) -> bool:
-        """Parse and apply one line.  False (nothing done) if it is not a bulk line."""
-        r = self.parse(line)
-        if r is None:
-            return False
-        if r == 0:
-            return True
-        assert not isinstance(r, int)
-        self.apply(lineno, *r)
-        return True
-
-    def run(self, numbered: Iterable[tuple[int, str]],
-            other: Callable[[int, str], None]) -> int:
-        """Feed every line; lines that are not bulk go to `other(lineno, line)`, in order."""
-        parse, apply = self.parse, self.apply
-        per_table = self._per_table
-        for lineno, line in numbered:
-            r = parse(line)
+    def collect(self, lines: Iterator[tuple[int, str]]) -> tuple[_Run, tuple[int, str, str] | None]:
+        """Gather bulk lines up to the end, or up to and excluding the first line that
+        is not bulk ("other") or that the kernel would refuse ("error", with its text).
+        Returns the run and (lineno, kind, text) of the line that stopped it."""
+        run = _Run()
+        put_p, put_kn, put_l = run.prefix.append, run.keyplen.append, run.lineno.append
+        hot = self._hot  # tail text -> key index, for tails that resolve to a valid route
+        hot_get = hot.get
+        script = self.script
+        split, pton, unpack, af, plens, host, objs, adds = \
+            str.split, _pton, _unpack, _AF_INET, _PLEN, _HOST, _OBJ, _ADD
+        for lineno, line in lines:
+            # The common shape, "[ip] route add A.B.C.D/N TAIL", inline; all else in _line().
+            if line.startswith("ip "):
+                w = split(line, None, 4)
+                del w[0]
+            elif script:
+                w = []
+            else:
+                w = split(line, None, 3)
+            if len(w) == 4 and w[1] in adds and w[0] in objs:
+                ki = hot_get(w[3], -1)
+                if ki >= 0:
+                    a, slash, ln = w[2].partition("/")
+                    n = plens.get(ln, -1) if slash else -1
+                    if n >= 0:
+                        try:
+                            p: int = unpack(pton(af, a))[0]
+                        except OSError:
+                            n = -1
+                        if n >= 0 and not p & host[n]:
+                            put_p(p)
+                            put_kn(ki << 6 | n)
+                            put_l(lineno)
+                            continue
+                elif len(hot) < _MAX_TAILS:
+                    ki = self._tail(w[3])
+                    if ki >= 0:
+                        hot[w[3]] = ki  # this line goes the long way, the next ones not
+            r = self._line(line)
             if r is None:
-                self.invalidate()
-                other(lineno, line)
-                self.invalidate()  # the general path may have changed devices, tables...
                 continue
-            if isinstance(r, int):
-                continue
-            key = r[0]
-            tb = key.table_id
-            c = per_table.get(tb, 0) + 1
-            per_table[tb] = c
-            if c == _DETACH_AFTER:
-                self._detach(tb)
-            apply(lineno, *r)
-        return self.count
+            if isinstance(r[0], str):
+                return run, (lineno, r[0], str(r[1]))
+            ki, p, n = r
+            put_p(p)
+            put_kn(ki << 6 | n)
+            put_l(lineno)
+        return run, None
 
-    def _detach(self, tb: int) -> None:
-        """Many routes for this table: drop its index now, rebuild it once in finish()."""
-        t = self.stack.tables.get(tb)
-        if t is not None and t.index is not None:
-            self._detached[tb] = t.index
-            t.index = None
-
-    def finish(self, *, grow: bool = True) -> None:
-        """Re-index what was detached; with `grow`, index the tables that grew big."""
-        for tb, ix in self._detached.items():
-            t = self.stack.tables.get(tb)
-            if t is not None and t.index is None:
+    # -- applying ------------------------------------------------------------
+    def apply(self, run: _Run, *, commit: bool = True) -> tuple[int, str] | None:
+        """Store a collected run.  Returns (lineno, message) of the first route the
+        kernel refuses, with nothing stored.  With commit=False, only that check."""
+        if not len(run.prefix):
+            return None
+        st = self.stack
+        keys = self._keys
+        prefix = np.frombuffer(run.prefix, dtype=np.uint32)
+        kn = np.frombuffer(run.keyplen, dtype=np.uint32)
+        plen = (kn & 63).astype(np.int64)
+        kix = kn >> 6
+        ktab = np.array([k.table_id for k in keys], dtype=np.int64)
+        tab_ids, tix = np.unique(ktab[kix], return_inverse=True)
+        gkey = tix.astype(np.int64) * 33 + plen
+        order = np.argsort(gkey, kind="stable")  # grouped by (table, plen), line order kept
+        bounds = np.flatnonzero(np.diff(gkey[order])) + 1
+        fresh: dict[int, list[tuple[int, npt.NDArray[np.intp]]]] = {}
+        contested: list[npt.NDArray[np.intp]] = []
+        for sel in np.split(order, bounds):
+            tb = int(tab_ids[tix[sel[0]]])
+            n = int(plen[sel[0]])
+            t = st.tables.get(tb)
+            ps = prefix[sel]
+            _, inv, cnt = np.unique(ps, return_inverse=True, return_counts=True)
+            hot = cnt[inv] > 1  # repeated within the run
+            if n == 0:
+                hot[:] = True  # default routes: insert() keeps tb_num_default
+            elif t is not None:  # present in the table already
+                if ps.size * 8 < len(t):
+                    hot |= np.fromiter((bool(t.leaf(p, n)) for p in ps.tolist()), dtype=bool, count=ps.size)
+                else:
+                    hot |= np.isin(ps, np.fromiter(t.prefixes_of_len(n), dtype=np.uint32))
+            if hot.any():
+                contested.append(sel[hot])
+                sel = sel[~hot]
+            if sel.size:
+                fresh.setdefault(tb, []).append((n, sel))
+        # Contested routes go one by one through insert(), in line order, before
+        # anything else is stored: their verdict decides whether the run stands.
+        tables_before = set(st.tables)
+        done: list[tuple[FibTable, int, int, FibAlias]] = []
+        if contested:
+            for pos in np.sort(np.concatenate(contested)).tolist():
+                k = keys[run.keyplen[pos] >> 6]
+                p, n = run.prefix[pos], run.keyplen[pos] & 63
+                assert k.fa is not None
+                t = st.table(k.table_id)
+                try:
+                    t.insert(p, n, k.fa)  # `ip route add`: create + excl
+                except NetlinkError as e:
+                    self._undo(done, tables_before)
+                    return run.lineno[pos], e.iproute2_text()
+                done.append((t, p, n, k.fa))
+        if not commit:
+            self._undo(done, tables_before)
+            return None
+        leaves = np.empty(len(keys), dtype=object)
+        leaves[:] = [k.leaf for k in keys]
+        for tb, groups in fresh.items():
+            t = st.table(tb)
+            ix = t.index
+            rebuild = ix is not None and sum(sel.size for _, sel in groups) > _REINDEX_OVER
+            if rebuild:
+                t.index = None  # one vectorised build instead of many inserts
+            for n, sel in groups:
+                t.add_fresh(n, prefix[sel].tolist(), leaves[kix[sel]].tolist())
+            if ix is not None and rebuild:
                 t.attach_index(ix)
-        self._detached.clear()
-        if not grow:
-            return
-        for tb in self._per_table:
+        self.touched.update(int(tb) for tb in tab_ids)
+        self.count += len(run.prefix)
+        return None
+
+    def _undo(self, done: list[tuple[FibTable, int, int, FibAlias]], tables_before: set[int]) -> None:
+        for t, p, n, fa in reversed(done):
+            t.remove(p, n, fa)
+        for tb in set(self.stack.tables) - tables_before:
+            if not len(self.stack.tables[tb]):
+                del self.stack.tables[tb]
+
+    def run(self, lines: Iterable[tuple[int, str]], other: Callable[[int, str], None] | None = None) -> int:
+        """Load every line; lines that are not bulk go to `other(lineno, line)`, in order.
+
+        Without `other`, a line that is not bulk raises NotBulk and nothing is stored.
+        """
+        it = iter(lines)
+        while True:
+            run, stop = self.collect(it)
+            if stop is None:
+                bad = self.apply(run)
+                if bad is not None:
+                    raise ConfigError(self.filename, *bad)
+                return self.count
+            lineno, kind, text = stop
+            if kind == "error" or other is None:
+                # the run before the stop, checked: an earlier refusal wins
+                bad = self.apply(run, commit=False)
+                if bad is not None:
+                    raise ConfigError(self.filename, *bad)
+                if kind == "error":
+                    raise ConfigError(self.filename, lineno, text)
+                raise NotBulk(self.filename, lineno, text)
+            bad = self.apply(run)
+            if bad is not None:
+                raise ConfigError(self.filename, *bad)
+            self.invalidate()
+            other(lineno, text)
+            self.invalidate()  # the general path may have changed devices, tables...
+
+    def finish(self) -> None:
+        """Index the tables that grew big (FibTable.maybe_index)."""
+        for tb in self.touched:
             t = self.stack.tables.get(tb)
             if t is not None:
                 t.maybe_index()
-
-    def rollback(self) -> None:
-        """Take back every route this loader added (not what `other` did)."""
-        st = self.stack
-        for t, p, n, fa in reversed(self._undo.inserted):
-            t.remove(p, n, fa)
-        for (tb, n), prefixes in self._undo.fresh.items():
-            t = st.tables[tb]
-            for p in prefixes:
-                t.remove(p, n, t.leaf(p, n)[0])
-        for tb in self._undo.created:
-            if tb in st.tables and not len(st.tables[tb]):
-                del st.tables[tb]
-        self._undo = _Undo()
-        self.count = 0
-
-
-def _addr(text: str) -> int:
-    """inet.get_addr_1() restricted to the strict dotted quad (anything else is not bulk)."""
-    try:
-        v: int = _unpack(_pton(socket.AF_INET, text))[0]
-    except OSError:
-        raise ValueError(text) from None
-    return v
-
-
-_pton = socket.inet_pton
-_unpack = struct.Struct("!I").unpack
 
 
 def load_routes(stack: Stack, lines: Iterable[str], filename: str, *, script: bool = False) -> int:
@@ -322,21 +409,12 @@ def load_routes(stack: Stack, lines: Iterable[str], filename: str, *, script: bo
     Returns the number of routes added.  Raises `ConfigError(filename, line,
     message)` for the first line the general path would refuse, with its message
     ("RTNETLINK answers: File exists", "Error: Nexthop has invalid gateway." ...),
-    or `NotBulk` (a ConfigError) for the first line outside the bulk grammar.  In
+    or `NotBulk` (a ConfigError) for the first line outside the bulk grammar; in
     both cases the stack is left as it was.  `script=True` takes the shell-script
     dialect (the leading `ip` is required: a bare `route` is net-tools' command).
     """
     ld = BulkLoader(stack, filename, script=script)
-
-    def refuse(lineno: int, line: str) -> None:
-        raise NotBulk(filename, lineno, line)
-
-    try:
-        ld.run(enumerate(lines, 1), refuse)
-    except ConfigError:
-        ld.rollback()
-        ld.finish(grow=False)
-        raise
+    ld.run(enumerate(lines, 1))
     ld.finish()
     return ld.count
 
@@ -346,9 +424,9 @@ def load_lines(stack: Stack, numbered: Iterable[tuple[int, str]], filename: str,
     """Mixed scripts: bulk lines go the fast way, every other line to `other`, in order.
 
     `other(lineno, line)` runs the general path and raises ConfigError on
-    failure.  Not atomic: on an error the lines before it stay applied, so the
-    caller works on a copy (as `shell.load_script` does).  Returns the number of
-    routes added the fast way.
+    failure.  Not atomic across `other` lines: on an error the lines before it
+    stay applied, so the caller works on a copy (as `shell.load_script` does).
+    Returns the number of routes added the fast way.
     """
     ld = BulkLoader(stack, filename, script=script)
     try:
@@ -356,5 +434,7 @@ def load_lines(stack: Stack, numbered: Iterable[tuple[int, str]], filename: str,
     finally:
         ld.finish()
 
+
+_KEYWORDS = frozenset({"via", "dev", "table", "proto", "protocol"}) | _METRIC
 
 __all__ = ["BulkLoader", "NotBulk", "load_lines", "load_routes"]

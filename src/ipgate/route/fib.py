@@ -138,8 +138,9 @@ AliasPredicate = Callable[[int, int, FibAlias], bool]
 class FibTable:
     """One routing table: dict-per-prefix-length, plus an optional LPM index."""
 
-    def __init__(self, tb_id: int, interner: Interner) -> None:
+    def __init__(self, tb_id: int, interner: Interner, down: set[int] | None = None) -> None:
         self.id = tb_id
+        self.down = down if down is not None else set()  # shared with the stack
         self._interner = interner
         self._by_len: list[dict[int, tuple[FibAlias, ...]]] = [{} for _ in range(33)]
         self._plens: list[int] = []  # present prefix lengths, longest first
@@ -197,6 +198,8 @@ class FibTable:
                 for sel, nh in enumerate(fi.nhs):
                     if oif and nh.oif != oif:
                         continue
+                    if nh.oif in self.down and nh.scope != RT_SCOPE_NOWHERE:
+                        continue  # fib_lookup_good_nhc(): RTNH_F_DEAD
                     return FibResult(key, plen, fa.type, fa, sel, self.id)
                 if not fi.nhs:
                     return FibResult(key, plen, fa.type, fa, -1, self.id)
@@ -297,7 +300,7 @@ class FibTable:
         gets leaves[i], as insert() would leave it (interned aliases and leaf).
         The caller guarantees that no prefix is present yet or repeated."""
         d = self._by_len[plen]
-        d.update(zip(prefixes, leaves))
+        d.update(zip(prefixes, leaves, strict=True))
         if d and plen not in self._plens:
             self._plens.append(plen)
             self._plens.sort(reverse=True)
@@ -308,6 +311,10 @@ class FibTable:
         if self.index is not None:
             for p in prefixes:
                 self.index.insert(p, plen)
+
+    def prefixes_of_len(self, plen: int) -> Iterator[int]:
+        """The present prefixes of one length, in no particular order (route/bulk.py)."""
+        return iter(self._by_len[plen])
 
     def maybe_index(self, threshold: int = 16384) -> bool:
         """Attach a DIR-24-8 index (route/lpm.py) once the table holds `threshold`

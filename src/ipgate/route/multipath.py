@@ -22,11 +22,14 @@ if TYPE_CHECKING:
 
 
 def upper_bounds(weights: list[int]) -> list[int]:
-    """fib_rebalance(): DIV_ROUND_CLOSEST(w_cum << 31, total) - 1 per nexthop."""
+    """fib_rebalance(): DIV_ROUND_CLOSEST(w_cum << 31, total) - 1; a dead nexthop (weight 0) gets -1."""
     total = sum(weights)
     out = []
     w = 0
     for wt in weights:
+        if not wt:
+            out.append(-1)
+            continue
         w += wt
         out.append(((w << 31) + total // 2) // total - 1)
     return out
@@ -47,7 +50,8 @@ def flow_hash(stack: Stack, fl: Flow, saddr: int, daddr: int) -> int:
 def select_multipath(stack: Stack, res: FibResult, saddr: int, daddr: int, fl: Flow) -> FibResult:
     nhs = res.info.nhs
     h = flow_hash(stack, fl, saddr, daddr)
-    for i, bound in enumerate(upper_bounds([nh.weight for nh in nhs])):
+    down = stack.down
+    for i, bound in enumerate(upper_bounds([0 if nh.oif in down else nh.weight for nh in nhs])):
         if h <= bound:
             return replace(res, nh_sel=i)
     return res
