@@ -254,3 +254,15 @@ def test_ten_thousand_rules_give_same_answers_as_few() -> None:
     assert "dev eth1 table 7" in out(sh, "ip route get 203.0.113.1 from 10.0.39.15 iif eth0")
     assert sh.run_line("ip route get 203.0.113.1 from 10.1.0.0 iif eth0").err == (
         "RTNETLINK answers: Network is unreachable\n")
+
+
+def test_masked_fwmark_rule_matches_like_the_kernel() -> None:
+    # (rule.mark ^ flow.mark) & mask: 0x3/0xf0 matches every mark whose high nibble is 0
+    sh = two_nics()
+    for line in ("ip route add default via 198.51.100.254 table 9", "ip rule add fwmark 0x3/0xf0 lookup 9",
+                 "ip route add default via 192.0.2.254"):
+        assert sh.run_line(line).status == 0
+    for mark in ("0", "2", "0xf"):
+        assert " dev eth1 table 9 " in out(sh, f"ip route get 203.0.113.1 mark {mark}")
+    for mark in ("0x13", "0x23"):
+        assert " dev eth0 " in out(sh, f"ip route get 203.0.113.1 mark {mark}")

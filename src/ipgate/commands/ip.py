@@ -708,6 +708,8 @@ class IpCommand:
     def route_modify(self, args: list[str], create: bool, excl: bool, replace: bool, append: bool,
                      delete: bool = False) -> int:
         cfg, seen = self._route_args(args, delete)
+        if cfg.table == 0:
+            cfg.table = RT_TABLE_MAIN  # fib_new_table(net, 0)
         cfg.create, cfg.excl, cfg.replace, cfg.append = create, excl, replace, append
         if not seen.get("table") and cfg.type in (RTN_LOCAL, RTN_BROADCAST, RTN_NAT, RTN_ANYCAST):
             cfg.table = RT_TABLE_LOCAL
@@ -1086,7 +1088,8 @@ class IpCommand:
                 v = _need(nxt)
                 m_s, slash, k_s = v.partition("/")
                 r.mark = _u32(m_s, "fwmark value")
-                r.mark_mask = _u32(k_s, "fwmask value") if slash else 0xFFFFFFFF
+                # fib_nl2rule(): a non-zero mark without a mask matches exactly
+                r.mark_mask = _u32(k_s, "fwmask value") if slash else (0xFFFFFFFF if r.mark else 0)
                 i += 1
             elif a in ("realms", "realm"):
                 i += 1

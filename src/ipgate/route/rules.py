@@ -126,7 +126,7 @@ class RuleIndex:
             elif r.src_len:
                 ix.by_src.setdefault(r.src_len, {}).setdefault(r.src, []).append(pos)
             elif r.mark_mask:
-                ix.by_mark.setdefault(r.mark_mask, {}).setdefault(r.mark, []).append(pos)
+                ix.by_mark.setdefault(r.mark_mask, {}).setdefault(r.mark & r.mark_mask, []).append(pos)
             elif r.iifindex:
                 ix.by_iif.setdefault(r.iifindex, []).append(pos)
             elif r.dst_len:
@@ -142,7 +142,7 @@ class RuleIndex:
             if hit:
                 lists.append(hit)
         for mask, d in self.by_mark.items():
-            hit = d.get(fl.mark & mask)
+            hit = d.get(fl.mark & mask)  # keys are mark & mask
             if hit:
                 lists.append(hit)
         hit = self.by_iif.get(fl.iif)
