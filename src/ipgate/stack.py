@@ -224,6 +224,9 @@ class Stack:
         # IN_DEV_ORCONF(): "all" or the device's own setting
         return bool(self.sysctl.get("net.ipv4.conf.all.promote_secondaries") or self.devconf(d, "promote_secondaries"))
 
+    def route_localnet(self, d: Device) -> bool:
+        return bool(self.sysctl.get("net.ipv4.conf.all.route_localnet") or self.devconf(d, "route_localnet"))
+
     def set_sysctl(self, key: str, value: int) -> None:
         """Write a sysctl with the kernel's side effects (devinet_sysctl_forward)."""
         if key in ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding"):
@@ -422,8 +425,9 @@ class Stack:
     def select_addr(self, d: Device, dst: int, scope: int) -> int:
         """inet_select_addr(): a primary source address for dst on d, else any device."""
         addr = 0
+        localnet_scope = RT_SCOPE_LINK if self.route_localnet(d) else RT_SCOPE_HOST
         for a in d.primaries():
-            if min(a.scope, RT_SCOPE_HOST) > scope:
+            if min(a.scope, localnet_scope) > scope:
                 continue
             if not dst or a.match(dst):
                 return a.local

@@ -247,8 +247,8 @@ def route_input(stack: Stack, fl: Flow, dev: Device) -> Route:
         return _brd_input(stack, fl, dev)
     if is_zeronet(saddr) or is_zeronet(daddr):
         raise NetlinkError(errno.EINVAL)
-    if is_loopback(daddr) or is_loopback(saddr):
-        raise NetlinkError(errno.EINVAL)
+    if (is_loopback(daddr) or is_loopback(saddr)) and not stack.route_localnet(dev):
+        raise NetlinkError(errno.EINVAL)  # martian unless route_localnet
     if is_multicast(daddr):
         raise NetlinkError(errno.EINVAL)
     key = Flow(daddr, saddr, dev.ifindex, 0, fl.mark, fl.tos, fl.proto, fl.sport, fl.dport)
