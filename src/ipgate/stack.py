@@ -49,7 +49,7 @@ from ipgate.route.rules import Flow, RuleSet
 DEFAULT_RT_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
 
 # Per-device IPv4 settings that routing consults (net.ipv4.conf.DEV.*).
-DEVCONF_KEYS = ("forwarding", "rp_filter", "promote_secondaries", "accept_local", "route_localnet")
+DEVCONF_KEYS = ("forwarding", "rp_filter", "promote_secondaries", "accept_local", "route_localnet", "shared_media")
 
 SYSCTL_DEFAULTS = {
     "net.ipv4.ip_forward": 0,
@@ -63,6 +63,8 @@ SYSCTL_DEFAULTS = {
     "net.ipv4.conf.all.accept_local": 0,
     "net.ipv4.conf.default.accept_local": 0,
     "net.ipv4.conf.all.route_localnet": 0,
+    "net.ipv4.conf.all.shared_media": 1,
+    "net.ipv4.conf.default.shared_media": 1,
     "net.ipv4.conf.default.route_localnet": 0,
     "net.ipv4.fib_multipath_hash_policy": 0,
     "net.ipv4.fib_multipath_hash_seed": 0,
@@ -553,6 +555,8 @@ class Stack:
 
     def route_del(self, cfg: FibConfig) -> None:
         """fib_table_delete(): the first alias matching every attribute given."""
+        if cfg.dst_len < 32 and cfg.dst & ~MASKS[cfg.dst_len] & 0xFFFFFFFF:
+            raise NetlinkError(errno.EINVAL, "Invalid prefix for given prefix length")
         t = self.tables.get(cfg.table)
         if t is None:
             raise NetlinkError(errno.ESRCH)

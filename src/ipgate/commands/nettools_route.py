@@ -214,7 +214,7 @@ def route(stack: Stack, args: list[str], o: Output) -> int:
     if helped and not af:
         _route_usage(o, to_stdout=True)
         return 0
-    for fam in af.split(","):
+    for fam in (af or "inet").split(","):
         if fam not in _AF_NAMES:
             raise Exit(1, f"Unknown address family `{fam}'.")
         if fam != "inet":
@@ -569,5 +569,3 @@ def _rprint_fib(stack: Stack, o: Output, ext: int, numeric: bool) -> int:
     o.write("".join(out))
     return 0
 
-
-__all__ = ["RT_SCOPE_LINK", "RT_SCOPE_UNIVERSE", "route", "rtentry_to_fib_config", "show"]

@@ -272,7 +272,8 @@ def route_input(stack: Stack, fl: Flow, dev: Device) -> Route:
     out = stack.by_index[res.nh.oif]
     onlink = _validate_source(stack, fl, dev, out.ifindex)
     flags: list[str] = []
-    if out is dev and onlink and _onlink(out, saddr, res.nh.gw):
+    shared_media = stack.sysctl.get("net.ipv4.conf.all.shared_media", 1) or stack.devconf(dev, "shared_media")
+    if out is dev and onlink and (shared_media or _onlink(out, saddr, res.nh.gw)):
         flags.append("redirect")
     return Route(RTN_UNICAST, daddr, saddr, 0, out, _uses_gateway(res), res.table, True, dev.ifindex, tuple(flags),
                  res, pref, fl.mark)
