@@ -140,9 +140,9 @@ def test_compare_normalises_tables_tos_and_multipath() -> None:
 
 # -- kernel vs ipgate ------------------------------------------------------------------
 
-# Agreement measured when this floor was set (2026-11-22, 100 seeds x 50 queries): 99.2%.
+# Agreement measured when this floor was set (2026-11-22, 100 seeds x 50 queries): 99.8%.
 # Raise it as deviations are fixed; IPGATE_DIFF_STRICT=1 demands 100% per seed.
-AGREEMENT_FLOOR = 0.99
+AGREEMENT_FLOOR = 0.995
 
 
 @netns

@@ -919,7 +919,7 @@ class IpCommand:
         oif = 0
         mark = 0
         tos = 0
-        proto = 0
+        proto = 17  # inet_rtm_getroute(): the probe packet is UDP unless ipproto says otherwise
         sport = dport = 0
         i = 0
         while i < len(args):
