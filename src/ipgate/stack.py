@@ -269,6 +269,12 @@ class Stack:
             self.fib_add_ifaddr(promoted)
             for sec in followers:
                 self.fib_add_ifaddr(sec)
+        if not d.addrs:
+            # fib_inetaddr_event(): the last address gone disables IP on d
+            # (fib_disable_ip(dev, NETDEV_DOWN, force)): every route through d dies.
+            idx = d.ifindex
+            for t in self.tables.values():
+                t.flush_if(lambda p, n, fa: bool(fa.info.nhs) and all(nh.oif == idx for nh in fa.info.nhs))
 
     def _unlink(self, d: Device, ifa: IfAddr) -> None:
         devinet.unlink(d, ifa)
