@@ -112,6 +112,8 @@ def test_same_tables_as_slow_path(corpus: tuple[list[str], list[str], list[tuple
     assert load_routes(fast, [("ip " if i % 2 else "") + g for i, g in enumerate(good)], "f") == len(good)
     assert dump(fast) == dump(slow)
     assert fast.tables[254].index is None  # small: no index
+    # the corpus has prefixes holding several routes (other metrics), also the fast way
+    assert any(len(t.leaf(p, n)) > 1 for t in fast.tables.values() for p, n, _ in t.entries())
 
 
 def test_errors_match_slow_path_and_leave_stack_unchanged(
@@ -134,6 +136,31 @@ def test_errors_match_slow_path_and_leave_stack_unchanged(
             with pytest.raises(ScriptErrors) as slow_err:
                 load_script(text, "t.conf", base())
             assert str(fast_err.value) == str(slow_err.value.errors[0])
+
+
+def test_mixed_errors_keep_the_lines_before(
+        corpus: tuple[list[str], list[str], list[tuple[int, str]], Stack]) -> None:
+    # load_lines (scripts, ip -batch) is not atomic: like line-by-line execution,
+    # the lines before a refused one stay applied, the rest never runs
+    lines, _, bad, _ = corpus
+    rng = random.Random(4)
+    bad_at = {k for k, _ in bad}
+    by_msg: dict[str, list[int]] = {}
+    for i, msg in bad:
+        by_msg.setdefault(msg, []).append(i)
+    for msg, where in sorted(by_msg.items()):
+        i = rng.choice(where)
+        head = ["ip " + ln for j, ln in enumerate(lines[:i]) if j not in bad_at] + ["ip " + lines[i]]
+        want = base()
+        sh = Shell(want)
+        assert [sh.run_line(ln).status == 0 for ln in head] == [True] * (len(head) - 1) + [False]
+        got = base()
+        with pytest.raises(ConfigError) as e:
+            seq = head + ["ip " + ln for ln in lines[i + 1: i + 50]]
+            load_lines(got, enumerate(seq, 1), "m", _other(Shell(got), "m"))
+        assert e.value.line == len(head)
+        assert e.value.message == msg
+        assert dump(got) == dump(want)
 
 
 def test_not_bulk_lines_are_refused_untouched() -> None:

@@ -117,6 +117,9 @@ def test_route_get_text_and_json() -> None:
         {"dst": "192.0.2.7", "dev": "eth0", "prefsrc": "192.0.2.1", "flags": [], "uid": 0, "cache": []}]
     assert out(sh, "ip route get 192.0.2.255") == (
         "broadcast 192.0.2.255 dev eth0 src 192.0.2.1 uid 0 \n    cache <local,brd> \n")
+    # no rule added yet: local hits come from the merged main trie, no "table local"
+    assert out(sh, "ip route get 127.0.0.1") == "local 127.0.0.1 dev lo src 127.0.0.1 uid 0 \n    cache <local> \n"
+    assert sh.run_line("ip rule add from 203.0.113.9 lookup 9").status == 0
     assert out(sh, "ip route get 127.0.0.1") == (
         "local 127.0.0.1 dev lo table local src 127.0.0.1 uid 0 \n    cache <local> \n")
     # a source that is not ours, without iif: ENETUNREACH (ip_route_output_key_hash_rcu)

@@ -46,7 +46,6 @@ import os
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cmp_to_key
 from typing import TypeVar
 
 from ipgate.commands.base import Exit, Output
@@ -316,68 +315,47 @@ def in_ether(text: str) -> bytes | None:
 
 # -- interface list (lib/interface.c, lib/nstrcmp.c) -----------------------
 
+def _cutalias(name: str) -> tuple[str, str | None]:
+    """cutalias(): split off a numeric ``:NNN`` suffix."""
+    head, colon, tail = name.rpartition(":")
+    if colon and tail.isdigit() and tail.isascii():
+        return head, tail
+    return name, None
+
+
+def nstrcmp_key(name: str) -> tuple[bytes, int, bytes, int, bytes]:
+    """A sort key with the order of net-tools' nstrcmp() (the 2004 rewrite for aliases).
+
+    nstrcmp() compares the part before the trailing digits, then the trailing
+    number, then the names without alias, then the alias numbers (none is -1),
+    then the alias texts: a total order, so a key reproduces it.
+    """
+    base, alias = _cutalias(name)
+    k = len(base)
+    while k > 0 and base[k - 1] in "0123456789":
+        k -= 1
+    num = int(base[k:]) if k < len(base) else 0
+    enc = base.encode(errors="surrogateescape")
+    return (enc[: len(base[:k].encode(errors="surrogateescape"))], num, enc,
+            int(alias) if alias is not None else -1,
+            alias.encode() if alias is not None else b"")
+
+
 def nstrcmp(a: str, b: str) -> int:
-    """nstrcmp(): strcmp(), except that runs of digits compare as numbers."""
-    i = 0
-    la, lb = len(a), len(b)
-    while i < la and i < lb and a[i] == b[i]:
-        i += 1
-    ca = a[i] if i < la else ""
-    cb = b[i] if i < lb else ""
-    if ca == cb:  # both ended
-        return 0
-    if ca.isdigit():
-        if not cb.isdigit():
-            return -1
-        j = i
-        while j > 0 and a[j - 1].isdigit():
-            j -= 1
-        return 1 if _atoi_at(a, j) > _atoi_at(b, j) else -1
-    return (ord(ca) if ca else 0) - (ord(cb) if cb else 0)
-
-
-def _atoi_at(s: str, j: int) -> int:
-    k = j
-    while k < len(s) and s[k].isdigit():
-        k += 1
-    return int(s[j:k]) if k > j else 0
-
-
-_NSTR_KEY = cmp_to_key(nstrcmp)
+    ka, kb = nstrcmp_key(a), nstrcmp_key(b)
+    return (ka > kb) - (ka < kb)
 
 
 def interface_names(stack: Stack) -> list[str]:
-    """if_readlist(): /proc/net/dev names, then SIOCGIFCONF labels, as add_interface() sorts them."""
-    devs = sorted(stack.by_index.values(), key=lambda d: d.ifindex)
-    names: list[str] = []
-    seen: set[str] = set()
+    """if_readlist(): /proc/net/dev names, then SIOCGIFCONF labels, in add_interface()'s order.
 
-    def add(name: str) -> None:
-        name = name[: IFNAMSIZ - 1]
-        if name in seen:
-            return
-        seen.add(name)
-        # add_interface() walks back from the tail to the first smaller name;
-        # the common case (already in order) is an append.
-        if not names or nstrcmp(names[-1], name) < 0:
-            names.append(name)
-            return
-        lo, hi = 0, len(names)
-        key = _NSTR_KEY(name)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if _NSTR_KEY(names[mid]) < key:
-                lo = mid + 1
-            else:
-                hi = mid
-        names.insert(lo, name)
-
-    for d in devs:
-        add(d.name)
-    for d in devs:  # inet_gifconf(): every address of every device, by label
+    add_interface() keeps its list sorted with nstrcmp() and drops duplicates.
+    """
+    names = {d.name[: IFNAMSIZ - 1] for d in stack.by_index.values()}
+    for d in stack.by_index.values():  # inet_gifconf(): every address of every device
         for ifa in d.addrs:
-            add(ifa.label)
-    return names
+            names.add(ifa.label[: IFNAMSIZ - 1])
+    return sorted(names, key=nstrcmp_key)
 
 
 # -- finding an address by label (devinet_ioctl's label match) --------------

@@ -1041,8 +1041,8 @@ class IpCommand:
         if matches(cmd, "delete"):
             return self.rule_modify(rest, add=False)
         if matches(cmd, "flush"):
-            self.stack.rules.rules = [r for r in self.stack.rules.rules if r.pref == 0]
-            self.stack.rules._index = None
+            self.stack.rules.flush()
+            self.stack.custom_rules = True
             return 0
         raise Exit(255, f'Command "{cmd}" is unknown, try "ip rule help".')
 
@@ -1173,6 +1173,7 @@ class IpCommand:
             self.stack.custom_rules = True
         else:
             rules.delete(r, user_pref)
+            self.stack.custom_rules = True
         return 0
 
     def rule_list(self, args: list[str]) -> int:

@@ -39,6 +39,7 @@ general parser's own error texts are wanted there) are never guessed at:
 
 from __future__ import annotations
 
+import bisect
 import errno
 import re
 import socket
@@ -102,14 +103,22 @@ class _Run:
     keyplen: array[int] = field(default_factory=lambda: array("I"))  # key index << 6 | plen
     lineno: array[int] = field(default_factory=lambda: array("I"))
 
+    def before(self, lineno: int) -> _Run:
+        """The routes of the lines before `lineno`."""
+        k = bisect.bisect_left(self.lineno, lineno)
+        return _Run(self.prefix[:k], self.keyplen[:k], self.lineno[:k])
+
 
 class BulkLoader:
     """One load into one Stack: `run` the lines, then `finish`."""
 
-    def __init__(self, stack: Stack, filename: str, *, script: bool = False) -> None:
+    def __init__(self, stack: Stack, filename: str, *, script: bool = False, atomic: bool = True) -> None:
         self.stack = stack
         self.filename = filename
         self.script = script  # shell-script dialect: the leading `ip` is required
+        # atomic: a refused line leaves the stack as it was; else the lines before it
+        # stay applied, as when they run one by one (`ip -batch`, a shell script)
+        self.atomic = atomic
         self.count = 0
         self.touched: set[int] = set()
         self._keys: list[_Key] = []
@@ -366,31 +375,33 @@ class BulkLoader:
             if not len(self.stack.tables[tb]):
                 del self.stack.tables[tb]
 
+    def _commit(self, run: _Run, commit: bool = True) -> None:
+        """apply() and raise for a refused route (non-atomic: after storing those before it)."""
+        bad = self.apply(run, commit=commit)
+        if bad is not None:
+            if commit and not self.atomic:
+                self.apply(run.before(bad[0]))
+            raise ConfigError(self.filename, *bad)
+
     def run(self, lines: Iterable[tuple[int, str]], other: Callable[[int, str], None] | None = None) -> int:
         """Load every line; lines that are not bulk go to `other(lineno, line)`, in order.
 
-        Without `other`, a line that is not bulk raises NotBulk and nothing is stored.
+        Without `other`, a line that is not bulk raises NotBulk, nothing stored.
         """
         it = iter(lines)
         while True:
             run, stop = self.collect(it)
             if stop is None:
-                bad = self.apply(run)
-                if bad is not None:
-                    raise ConfigError(self.filename, *bad)
+                self._commit(run)
                 return self.count
             lineno, kind, text = stop
-            if kind == "error" or other is None:
-                # the run before the stop, checked: an earlier refusal wins
-                bad = self.apply(run, commit=False)
-                if bad is not None:
-                    raise ConfigError(self.filename, *bad)
-                if kind == "error":
-                    raise ConfigError(self.filename, lineno, text)
+            if kind == "error":
+                self._commit(run, commit=not self.atomic)  # an earlier refusal wins
+                raise ConfigError(self.filename, lineno, text)
+            if other is None:
+                self._commit(run, commit=False)
                 raise NotBulk(self.filename, lineno, text)
-            bad = self.apply(run)
-            if bad is not None:
-                raise ConfigError(self.filename, *bad)
+            self._commit(run)
             self.invalidate()
             other(lineno, text)
             self.invalidate()  # the general path may have changed devices, tables...
@@ -424,11 +435,11 @@ def load_lines(stack: Stack, numbered: Iterable[tuple[int, str]], filename: str,
     """Mixed scripts: bulk lines go the fast way, every other line to `other`, in order.
 
     `other(lineno, line)` runs the general path and raises ConfigError on
-    failure.  Not atomic across `other` lines: on an error the lines before it
-    stay applied, so the caller works on a copy (as `shell.load_script` does).
-    Returns the number of routes added the fast way.
+    failure.  As when the lines run one by one, a refused line leaves the lines
+    before it applied (`shell.load_script` works on a copy; `ip -batch` keeps
+    them).  Returns the number of routes added the fast way.
     """
-    ld = BulkLoader(stack, filename, script=script)
+    ld = BulkLoader(stack, filename, script=script, atomic=False)
     try:
         return ld.run(numbered, other)
     finally:

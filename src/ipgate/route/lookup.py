@@ -8,12 +8,14 @@ address chosen are the kernel's, so `ip route get` answers the same.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ipgate.errors import NetlinkError
 from ipgate.inet import (
     INADDR_LOOPBACK,
     IPTOS_RT_MASK,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
     RT_SCOPE_HOST,
     RT_SCOPE_LINK,
     RTN_BROADCAST,
@@ -102,6 +104,10 @@ def fib_rules_lookup(stack: Stack, fl: Flow) -> tuple[FibResult | int, int]:
             return res, r.pref
         if r.suppress_prefixlen >= 0 and res.prefixlen <= r.suppress_prefixlen:
             continue
+        if res.table == RT_TABLE_LOCAL and not stack.custom_rules:
+            # Until a rule is added the kernel merges local into main's trie
+            # (fib_trie_unmerge() undoes it), so local hits report table main.
+            res = replace(res, table=RT_TABLE_MAIN)
         return res, r.pref
     return -errno.ENETUNREACH, -1  # -ESRCH becomes -ENETUNREACH in fib_lookup()
 
@@ -225,9 +231,7 @@ def _mkroute_output(stack: Stack, fl: Flow, res: FibResult | None, dev_out: Devi
         flags.append("local")
     if rtype == RTN_BROADCAST:
         flags = ["local", "brd"]
-        # Observed on 6.18: the table is reported only once custom rules exist
-        # (without them the merged local/main trie answers).
-        table = res.table if res is not None and stack.custom_rules else 0
+        table = res.table if res is not None else 0
         return Route(rtype, fl.daddr, fl.saddr, saddr, dev_out, 0, table, False, 0, tuple(flags), None, pref,
                      fl.mark)
     elif rtype == RTN_MULTICAST:

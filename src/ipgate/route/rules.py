@@ -230,6 +230,11 @@ class RuleSet:
             return
         raise NetlinkError(errno.ENOENT)
 
+    def flush(self) -> None:
+        """`ip rule flush`: iproute2 deletes every rule it sees with a priority; rule 0 has none."""
+        self.rules = [r for r in self.rules if r.pref == 0]
+        self._index = None
+
     def resolve_devices(self, ifindex_of: dict[str, int]) -> None:
         """Re-bind iif/oif names after devices come and go (fib_rules_event)."""
         for r in self.rules:
