@@ -289,12 +289,13 @@ class Stack:
         d = self.by_index[ifa.ifindex]
         brd = ifa.address | (~ifa.mask & 0xFFFFFFFF)
         any_ = ifa.address & ifa.mask
-        prim: IfAddr | None = ifa
+        prim = ifa
         subnet = False
         if ifa.secondary:
-            prim = d.primary_for(any_, ifa.mask)
-            if prim is None:
+            found = d.primary_for(any_, ifa.mask)
+            if found is None:
                 return
+            prim = found
         elif not is_zeronet(any_) and (any_ != ifa.local or ifa.prefixlen < 32):
             if not ifa.flags & IFA_F_NOPREFIXROUTE:
                 self.fib_magic(False, RTN_LOCAL if d.loopback else RTN_UNICAST, any_, ifa.prefixlen,

@@ -14,10 +14,10 @@ from ipgate.errors import NetlinkError
 from ipgate.inet import (
     INADDR_LOOPBACK,
     IPTOS_RT_MASK,
-    RT_TABLE_LOCAL,
-    RT_TABLE_MAIN,
     RT_SCOPE_HOST,
     RT_SCOPE_LINK,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
     RTN_BROADCAST,
     RTN_LOCAL,
     RTN_MULTICAST,
