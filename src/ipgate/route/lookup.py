@@ -7,6 +7,7 @@ address chosen are the kernel's, so `ip route get` answers the same.
 
 from __future__ import annotations
 
+import bisect
 import errno
 from dataclasses import dataclass, replace
 
@@ -40,6 +41,7 @@ from ipgate.route.rules import (
     FR_ACT_TO_TBL,
     FR_ACT_UNREACHABLE,
     Flow,
+    rule_match,
 )
 
 TYPE_CHECKING = False
@@ -50,13 +52,6 @@ _RULE_ERR = {FR_ACT_UNREACHABLE: -errno.ENETUNREACH, FR_ACT_PROHIBIT: -errno.EAC
              FR_ACT_BLACKHOLE: -errno.EINVAL}
 
 
-@dataclass(frozen=True, slots=True)
-class RuleHit:
-    """Which rule decided (for `trace`): its priority, or -1."""
-
-    pref: int
-
-
 def fib_lookup(stack: Stack, fl: Flow) -> FibResult | int:
     """fib_rules_lookup() + fib4_rule_action(): a result or a negative errno."""
     res = fib_rules_lookup(stack, fl)
@@ -65,19 +60,13 @@ def fib_lookup(stack: Stack, fl: Flow) -> FibResult | int:
 
 def fib_rules_lookup(stack: Stack, fl: Flow) -> tuple[FibResult | int, int]:
     """Walk the RPDB.  Returns (result or -errno, priority of the deciding rule)."""
-    from ipgate.route.rules import rule_match
-
     rules = stack.rules.rules
-    cands = stack.rules.index.candidates(fl)
+    cands = stack.rules.index.candidates(fl)  # sorted positions of rules that may match
     i = 0
     n = len(cands)
-    floor = 0  # after a goto, rules before the target are skipped
     while i < n:
-        pos = cands[i]
+        r = rules[cands[i]]
         i += 1
-        if pos < floor:
-            continue
-        r = rules[pos]
         if not rule_match(r, fl):
             continue
         act = r.action
@@ -85,9 +74,7 @@ def fib_rules_lookup(stack: Stack, fl: Flow) -> tuple[FibResult | int, int]:
             tgt = stack.rules.target_index(r.target)
             if tgt < 0:
                 continue
-            floor = tgt
-            # the candidate list is sorted; restart the scan at the target
-            i = _first_at_or_after(cands, tgt)
+            i = bisect.bisect_left(cands, tgt)  # go on from the target
             continue
         if act == FR_ACT_NOP:
             continue
@@ -111,11 +98,6 @@ def fib_rules_lookup(stack: Stack, fl: Flow) -> tuple[FibResult | int, int]:
         return res, r.pref
     return -errno.ENETUNREACH, -1  # -ESRCH becomes -ENETUNREACH in fib_lookup()
 
-
-def _first_at_or_after(cands: list[int], pos: int) -> int:
-    import bisect
-
-    return bisect.bisect_left(cands, pos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +323,3 @@ def _validate_source(stack: Stack, fl: Flow, dev: Device, oif: int) -> int:
     if not isinstance(res2, int) and res2.type == RTN_UNICAST:
         return 1 if res2.nh.scope >= RT_SCOPE_HOST else 0
     return 0
-
-
-__all__ = ["Route", "RuleHit", "fib_lookup", "fib_rules_lookup", "route_input", "route_output",
-           "prefsrc_of", "RT_SCOPE_LINK"]
