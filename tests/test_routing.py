@@ -269,3 +269,14 @@ def test_masked_fwmark_rule_matches_like_the_kernel() -> None:
         assert " dev eth1 table 9 " in out(sh, f"ip route get 203.0.113.1 mark {mark}")
     for mark in ("0x13", "0x23"):
         assert " dev eth0 " in out(sh, f"ip route get 203.0.113.1 mark {mark}")
+
+
+def test_historical_nat_route_and_rule_are_kept_and_listed() -> None:
+    # linux-policy-routing.txt / the old iproute2 docs: "ip route add nat ... via ..." and
+    # "ip rule add ... nat ADDR"; gone from the kernel, kept by ipgate (see README).
+    sh = two_nics()
+    assert sh.run_line("ip route add nat 203.0.113.10 via 192.0.2.10").status == 0
+    assert sh.run_line("ip rule add from 192.0.2.10 nat 203.0.113.10").status == 0
+    assert "nat 203.0.113.10 table local scope host via 192.0.2.10" in out(sh, "ip route show table local")
+    assert "32765:\tfrom 192.0.2.10 lookup main map-to 203.0.113.10" in out(sh, "ip rule")
+    assert " dev eth1 " in out(sh, "ip route get 198.51.100.7 from 192.0.2.10")

@@ -1146,7 +1146,7 @@ class IpCommand:
             i += 1
         rules = self.stack.rules
         if add:
-            if not table_ok and r.action in (0, FR_ACT_TO_TBL):
+            if not table_ok and r.action in (0, FR_ACT_TO_TBL, FR_ACT_NAT):
                 r.table = RT_TABLE_MAIN
             if not r.action:
                 r.action = FR_ACT_TO_TBL
@@ -1256,7 +1256,7 @@ class IpCommand:
                 parts[-1] += " [detached]"
             if kw == "oif" and r.oifindex < 0:
                 parts[-1] += " [detached]"
-        if r.table and r.action == FR_ACT_TO_TBL:
+        if r.table:  # print_rule(): any rule with a table shows it
             parts.append(f"lookup {self.stack.table_name(r.table)}")
             if r.suppress_prefixlen >= 0:
                 parts.append(f"suppress_prefixlength {r.suppress_prefixlen}")
@@ -1304,7 +1304,7 @@ class IpCommand:
                     j["iif_detached"] = None
                 if k == "oif" and r.oifindex < 0:
                     j["oif_detached"] = None
-        if r.table and r.action == FR_ACT_TO_TBL:
+        if r.table:
             j["table"] = self.stack.table_name(r.table)
             if r.suppress_prefixlen >= 0:
                 j["suppress_prefixlen"] = r.suppress_prefixlen

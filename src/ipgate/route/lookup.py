@@ -36,6 +36,7 @@ from ipgate.route.multipath import select_multipath
 from ipgate.route.rules import (
     FR_ACT_BLACKHOLE,
     FR_ACT_GOTO,
+    FR_ACT_NAT,
     FR_ACT_NOP,
     FR_ACT_PROHIBIT,
     FR_ACT_TO_TBL,
@@ -78,9 +79,11 @@ def fib_rules_lookup(stack: Stack, fl: Flow) -> tuple[FibResult | int, int]:
             continue
         if act == FR_ACT_NOP:
             continue
-        if act != FR_ACT_TO_TBL:
+        if act not in (FR_ACT_TO_TBL, FR_ACT_NAT):
             err = _RULE_ERR.get(act, -errno.EINVAL)
             return err, r.pref
+        # A historical `nat` rule looks its table up like `lookup`; the source
+        # rewrite it asks for belongs to the packet path.
         t = stack.tables.get(r.table)
         if t is None:
             continue
