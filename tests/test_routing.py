@@ -279,4 +279,5 @@ def test_historical_nat_route_and_rule_are_kept_and_listed() -> None:
     assert sh.run_line("ip rule add from 192.0.2.10 nat 203.0.113.10").status == 0
     assert "nat 203.0.113.10 table local scope host via 192.0.2.10" in out(sh, "ip route show table local")
     assert "32765:\tfrom 192.0.2.10 lookup main map-to 203.0.113.10" in out(sh, "ip rule")
-    assert " dev eth1 " in out(sh, "ip route get 198.51.100.7 from 192.0.2.10")
+    assert sh.run_line("echo 1 > /proc/sys/net/ipv4/ip_forward").status == 0
+    assert " dev eth1 " in out(sh, "ip route get 198.51.100.7 from 192.0.2.10 iif eth0")
