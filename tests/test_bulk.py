@@ -10,6 +10,7 @@ import pytest
 
 from ipgate.errors import ConfigError
 from ipgate.route.bulk import NotBulk, load_lines, load_routes
+from ipgate.route.rules import RuleSet
 from ipgate.shell import ScriptErrors, Shell, load_script
 from ipgate.stack import Stack
 
@@ -26,7 +27,7 @@ ip route add 10.98.0.0/16 dev veth0 table 7
 """
 
 # gateway words: reachable in main, only in table 100, on the other device, unreachable
-GWS = ["192.0.2.1", "192.0.2.254", "198.51.100.9", "10.99.0.1", "203.0.113.5"]
+GWS = ["192.0.2.1", "192.0.2.254", "198.51.100.9", "10.99.0.1", "203.0.113.5", "192.0.2.010", "198.51.100"]
 
 
 def base() -> Stack:
@@ -37,7 +38,10 @@ def dump(st: Stack) -> str:
     sh = Shell(st)
     out = sh.run_line("ip route show table all").out
     out += sh.run_line("ip -d -j route show table all").out
-    return out + repr(sorted((tb, len(t), t.num_default) for tb, t in st.tables.items()))
+    out += repr(sorted((tb, len(t), t.num_default) for tb, t in st.tables.items()))
+    # and whatever else route_add() might touch (flags, counters...)
+    return out + repr(sorted((k, repr(v.rules if isinstance(v, RuleSet) else v)) for k, v in vars(st).items()
+                             if k not in ("tables", "interner")))
 
 
 def gen(rng: random.Random, n: int) -> list[str]:
@@ -63,7 +67,7 @@ def gen(rng: random.Random, n: int) -> list[str]:
         if rng.random() < 0.3:
             parts.append(["dev", rng.choice(["veth0", "veth1", "dum0"])])
         if rng.random() < 0.3:
-            parts.append(["table", rng.choice(["100", "isp1", "main", "7", "200", "0x64"])])
+            parts.append(["table", rng.choice(["100", "isp1", "main", "7", "200", "0x64", "0", "unspec"])])
         if rng.random() < 0.2:
             parts.append([rng.choice(["metric", "priority", "preference"]), rng.choice(["0", "7", "100", "0x10"])])
         if rng.random() < 0.2:
@@ -169,16 +173,19 @@ def test_not_bulk_lines_are_refused_untouched() -> None:
     for odd in ["route add 10/8 via 192.0.2.1", "route add 10.0.0.0/8 dev veth0",
                 "route add 10.0.0.0/8 via 192.0.2.1 onlink", "route replace 10.0.0.0/8 via 192.0.2.1",
                 "route add 10.0.0.0/8 via 192.0.2.1 dev nosuch", "route add 10.0.0.0/8 via 192.0.2.1 table x",
-                "route add 10.0.0.0/8 via 192.0.2.1 # comment", "route add 10.0.0.0/8 via 01.2.3.4",
+                "route add 10.0.0.0/8 via 192.0.2.1 # comment", "route add 01.0.0.0/8 via 192.0.2.1",
                 "route add 10.0.0.0/255.0.0.0 via 192.0.2.1", "-4 route add 10.0.0.0/8 via 192.0.2.1",
                 "route add unicast 10.0.0.0/8 via 192.0.2.1", "route add 10.0.0.0/8 via 192.0.2.1 metric -1"]:
         with pytest.raises(NotBulk) as e:
             load_routes(st, ["route add 172.16.0.0/12 via 192.0.2.1", "", "# c", odd], "n")
         assert e.value.line == 4
         assert dump(st) == before
-    # bare `route` is net-tools' command in a shell script
+    # bare `route` is net-tools' command in a shell script; `ip -batch` files have no `ip`
     with pytest.raises(NotBulk):
-        load_routes(st, ["route add 172.16.0.0/12 via 192.0.2.1"], "n", script=True)
+        load_routes(st, ["route add 172.16.0.0/12 via 192.0.2.1"], "n", dialect="script")
+    with pytest.raises(NotBulk):
+        load_routes(st, ["ip route add 172.16.0.0/12 via 192.0.2.1"], "n", dialect="batch")
+    assert load_routes(st, ["/sbin/ip route add 172.16.0.0/12 via 192.0.2.1"], "n", dialect="script") == 1
 
 
 def _other(sh: Shell, filename: str) -> Callable[[int, str], None]:

@@ -71,6 +71,9 @@ class Shell:
         raise Exit(127, f"ipgate: {prog}: command not understood")
 
 
+BULK_LINES = 1000  # scripts this long take the bulk route loader (and pay its numpy import)
+
+
 def load_script(text: str, filename: str, stack: Stack | None = None, keep_going: bool = False) -> Stack:
     """Apply a configuration script to a copy of `stack`; raise ConfigError(s) on failure.
 
@@ -80,6 +83,27 @@ def load_script(text: str, filename: str, stack: Stack | None = None, keep_going
     work = copy.deepcopy(stack) if stack is not None else Stack()
     sh = Shell(work)
     errors: list[ConfigError] = []
+    if not keep_going and text.count("\n") >= BULK_LINES:
+        # Big scripts (full tables): `ip route add P via G ...` lines go through
+        # route/bulk.py, every other line through run_argv() below, in order.
+        from ipgate.route.bulk import load_lines
+
+        def other(lineno: int, line: str) -> None:
+            try:
+                words = split_line(line)
+            except ValueError as e:
+                raise ConfigError(filename, lineno, f"cannot parse line: {e}") from None
+            if words:
+                res = sh.run_argv(words)
+                if res.status != 0:
+                    msg = res.err.strip().replace("\n", " ") or f"exit status {res.status}"
+                    raise ConfigError(filename, lineno, msg)
+
+        try:
+            load_lines(work, logical_lines(text), filename, other)
+        except ConfigError as e:
+            raise ScriptErrors([e]) from None
+        return work
     for lineno, line in logical_lines(text):
         try:
             words = split_line(line)

@@ -192,6 +192,8 @@ class IpCommand:
                 lines = f.read().splitlines()
         except OSError as e:
             raise Exit(1, f"Cannot open file \"{path}\" for reading: {e.strerror}") from None
+        if not self.opts.force and len(lines) >= 1000:
+            return self._run_batch_bulk(path, lines)
         status = 0
         for lineno, line in enumerate(lines, 1):
             words = split_line(line)
@@ -211,6 +213,41 @@ class IpCommand:
                 if not self.opts.force:
                     return 1
         return status
+
+    def _run_batch_bulk(self, path: str, lines: list[str]) -> int:
+        """run_batch() without -force for big files: `route add P via G ...` lines go
+        through route/bulk.py, the others through do_cmd(), in order; the first
+        failure stops the batch with the lines before it applied, as above."""
+        from ipgate.commands.script import split_line
+        from ipgate.errors import ConfigError
+        from ipgate.route.bulk import load_lines
+
+        failed: list[int] = []
+
+        def other(lineno: int, line: str) -> None:
+            words = split_line(line)
+            if not words:
+                return
+            try:
+                rc = self.do_cmd(words)
+            except Exit as e:
+                if e.fatal:
+                    raise
+                if e.message:
+                    self.o.error(e.message)
+                rc = e.status
+            if rc:
+                failed.append(lineno)
+                raise ConfigError(path, lineno, "")
+
+        try:
+            load_lines(self.stack, enumerate(lines, 1), path, other, dialect="batch")
+        except ConfigError as e:
+            if not failed:
+                self.o.error(e.message)  # a bulk line refused: what do_cmd() would print
+            self.o.error(f"Command failed {path}:{e.line}")
+            return 1
+        return 0
 
     def do_cmd(self, args: list[str]) -> int:
         if not args:

@@ -4,35 +4,39 @@ Theory of operation.  A full table is a million lines of the same shape::
 
     [ip] route add PREFIX via GW [dev DEV] [table T] [metric M] [proto P]
 
-The general path (`Shell` -> `IpCommand._route_args` -> `Stack.route_add`)
+The general path (`Shell` -> `IpCommand.route_modify` -> `Stack.route_add`)
 spends ~200 us per line: shlex, the keyword loop, a FibConfig, and
 fib_check_nh()'s RPDB lookup of the gateway.  Here:
 
-1. *Collect.*  A line is split on blanks.  Everything after the prefix (the
-   "tail": via, dev, table, metric, proto) is resolved once per distinct tail
-   text, by the general code itself (`Stack._create_alias`), into an interned
-   FibAlias; per line only the prefix is parsed and its host bits checked
-   (the first check _create_alias() makes).  Lines are kept in compact arrays.
+1. *Collect.*  A line is split on blanks.  The words after the prefix (the
+   "tail") are resolved once per distinct tail, by the general code itself:
+   `IpCommand.route_modify` parses `ip route add 0.0.0.0/0 TAIL` against a
+   stand-in that captures the FibConfig instead of adding it, and
+   `Stack._create_alias` validates it into a FibAlias, interned and shared.
+   Per line only the prefix is parsed (strict dotted quad) and its host bits
+   checked, the one check of _create_alias() that depends on it.  Routes are
+   kept in compact arrays.
 2. *Apply.*  Routes whose (table, prefix) occurs once and is absent from the
-   table are stored a whole prefix length at a time (`FibTable.add_fresh`,
-   a dict update).  The others ("contested": a prefix present already, or
-   repeated in the batch) go through `FibTable.insert` in line order, so
-   duplicates fail with "File exists" exactly as `ip route add` does and
-   different metrics nest as they would.
+   table are stored a whole prefix length at a time (`FibTable.add_fresh`: a
+   dict update).  The others ("contested": present already, or repeated in the
+   batch) go through `FibTable.insert` in line order, so duplicates fail with
+   "File exists" exactly as `ip route add` does and other metrics nest.
 
-Why resolving a tail once is exact: every route of this grammar has a gateway,
+Why validating a tail once is exact: every route taken here has a gateway,
 hence scope universe, and fib_check_nh() resolves gateways with scope >= link,
 so none of these routes can change how a later gateway resolves.  Devices,
 addresses, rules and rt_tables do not change inside a run of such lines, and the
-caches are dropped whenever another line runs in between.
+caches are dropped whenever any other line runs in between.
 
 Errors: the first refused line (bad host bits, a gateway the kernel refuses,
-"File exists") wins, as when the lines run one by one; everything before it is
-checked before anything is stored, so `load_routes` leaves the stack unchanged.
+"File exists") wins, as when the lines run one by one.  `load_routes` checks
+everything before storing anything, so a refused line leaves the stack as it
+was; `load_lines` (scripts, `ip -batch`) keeps the lines before it, as the
+general path does.
 
 Lines outside the grammar (other commands or keywords, quoting, comments after
-a command, short address forms like ``10/8``, unknown devices or tables: the
-general parser's own error texts are wanted there) are never guessed at:
+a command, prefixes that are not a plain dotted quad like ``10/8``, words the
+general parser refuses, whose error text is wanted) are never guessed at:
 `load_routes` refuses them (`NotBulk`) before touching the stack, and
 `load_lines` hands them, in order, to a callback running the general parser.
 """
@@ -47,12 +51,13 @@ import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from ipgate.errors import ConfigError, NetlinkError
-from ipgate.inet import MASKS, PROTO_BY_NAME, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN, RTN_UNICAST, RTPROT_BOOT
+from ipgate.inet import MASKS, RT_SCOPE_UNIVERSE, RTN_UNICAST
 from ipgate.route.config import FibConfig
 from ipgate.route.fib import FibAlias, FibTable
 
@@ -64,14 +69,15 @@ if TYPE_CHECKING:
 _SPECIAL = re.compile(r"[#\"'\\>;|&]")
 _OBJ = frozenset({"r", "ro", "rou", "rout", "route"})  # matches(w, "route"), as IpCommand.do_cmd
 _ADD = frozenset({"a", "ad", "add"})  # matches(w, "add"): first entry of do_route's flag table
-_METRIC = frozenset({"metric", "priority", "preference"})
-_PROTO = frozenset({"proto", "protocol"})
+# the words a bulk line may have after the prefix (their values: the general parser's)
+_KEYWORDS = frozenset({"via", "dev", "table", "metric", "priority", "preference", "proto", "protocol"})
 _PLEN = {str(n): n for n in range(33)}
 _HOST = tuple(~m & 0xFFFFFFFF for m in MASKS)
 _INVALID_PREFIX = NetlinkError(errno.EINVAL, "Invalid prefix for given prefix length").iproute2_text()
 # A table receiving more new routes than this is re-indexed once instead of per insert.
 _REINDEX_OVER = 4096
 _MAX_TAILS = 1 << 16  # bound on the tail-text cache (distinct metrics per line...)
+Dialect = Literal["any", "script", "batch"]
 _pton = socket.inet_pton
 _unpack = struct.Struct("!I").unpack
 _AF_INET = socket.AF_INET
@@ -109,13 +115,32 @@ class _Run:
         return _Run(self.prefix[:k], self.keyplen[:k], self.lineno[:k])
 
 
+class _Capture:
+    """A Stack stand-in that records the FibConfig `ip route add` would add."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self.cfg: FibConfig | None = None
+
+    def route_add(self, cfg: FibConfig) -> None:
+        self.cfg = cfg
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stack, name)
+
+
 class BulkLoader:
     """One load into one Stack: `run` the lines, then `finish`."""
 
-    def __init__(self, stack: Stack, filename: str, *, script: bool = False, atomic: bool = True) -> None:
+    def __init__(self, stack: Stack, filename: str, *, dialect: Dialect = "any", atomic: bool = True) -> None:
         self.stack = stack
         self.filename = filename
-        self.script = script  # shell-script dialect: the leading `ip` is required
+        # "script": a shell script, the program word `ip` (or /sbin/ip) is required (a bare
+        # `route` is net-tools'); "batch": an `ip -batch` file, no program word (iproute2
+        # refuses `ip` there: Object "ip" is unknown); "any": either, for route lists.
+        if dialect not in ("any", "script", "batch"):
+            raise ValueError(f"unknown dialect {dialect!r}")
+        self.dialect = dialect
         # atomic: a refused line leaves the stack as it was; else the lines before it
         # stay applied, as when they run one by one (`ip -batch`, a shell script)
         self.atomic = atomic
@@ -132,74 +157,47 @@ class BulkLoader:
         self._hot.clear()
 
     # -- collecting ----------------------------------------------------------
-    def _key(self, gw: str, dev: str | None, table: str | None, metric: str | None,
-             proto: str | None) -> int:
+    def _key(self, words: list[str]) -> int:
         """Index of the resolved key for these words, or -1 if they are not bulk."""
-        ck = (gw, dev, table, metric, proto)
+        ck = tuple(words)
         ki = self._key_ix.get(ck)
         if ki is None:
-            k = self._resolve(gw, dev, table, metric, proto)
+            k = self._resolve(words)
             ki = -1 if k is None else len(self._keys)
             if k is not None:
                 self._keys.append(k)
             self._key_ix[ck] = ki
         return ki
 
-    def _resolve(self, gw: str, dev: str | None, table: str | None, metric: str | None,
-                 proto: str | None) -> _Key | None:
-        """The values IpCommand._route_args/route_modify derive from the words, or None."""
-        st = self.stack
+    def _resolve(self, words: list[str]) -> _Key | None:
+        """What `ip route add 0.0.0.0/0 WORDS...` hands to Stack.route_add, made into
+        a FibAlias by the same code (Stack._create_alias); None if not bulk."""
+        from ipgate.commands.base import Exit, Output
+        from ipgate.commands.ip import IpCommand
+
+        cap = _Capture(self.stack)
         try:
-            gw_addr = _unpack(_pton(_AF_INET, gw))[0]  # get_addr_1(), dotted quads only
-            oif = 0
-            if dev is not None:
-                d = st.devices.get(dev)
-                if d is None:
-                    return None  # "Cannot find device": the general parser says it
-                oif = d.ifindex
-            tb = RT_TABLE_MAIN if table is None else st.table_id(table)
-            prio = 0
-            if metric is not None:
-                prio = int(metric, 0)  # _u32()
-                if not 0 <= prio <= 0xFFFFFFFF:
-                    return None
-            protocol = RTPROT_BOOT  # route_modify(): "proto boot" unless given
-            if proto is not None:
-                protocol = PROTO_BY_NAME[proto] if proto in PROTO_BY_NAME else int(proto, 0)
-        except (ValueError, OSError):
-            return None
-        # route_modify(): a gateway and no "scope": RT_SCOPE_UNIVERSE; dst checked per line
-        cfg = FibConfig(dst=0, dst_len=0, table=tb, protocol=protocol, scope=RT_SCOPE_UNIVERSE,
-                        type=RTN_UNICAST, priority=prio, gw=gw_addr, oif=oif)
+            IpCommand(cast("Stack", cap), Output()).route_modify(["0.0.0.0/0", *words], True, True, False, False)
+        except (Exit, NetlinkError, ValueError, IndexError):
+            return None  # a word the general parser refuses: it says how, in context
+        cfg = cap.cfg
+        if cfg is None or cfg.type != RTN_UNICAST or cfg.scope != RT_SCOPE_UNIVERSE or cfg.dst or cfg.dst_len:
+            return None  # only routes via a gateway are safe to validate once (module doc)
+        st = self.stack
         try:
             fa = st.interner.alias(st._create_alias(cfg))
         except NetlinkError as e:
-            return _Key(tb, None, (), e.iproute2_text())
-        return _Key(tb, fa, st.interner.leaf((fa,)), "")
+            return _Key(cfg.table, None, (), e.iproute2_text())
+        return _Key(cfg.table, fa, st.interner.leaf((fa,)), "")
 
     def _words(self, words: list[str]) -> int:
-        """Key index for the keyword words after `route add` (prefix excluded), or -1."""
-        gw = dev = table = metric = proto = None
-        try:
-            for j in range(0, len(words), 2):
-                k, v = words[j], words[j + 1]
-                if k == "via":
-                    gw = v
-                elif k == "dev":
-                    dev = v
-                elif k == "table":
-                    table = v
-                elif k in _METRIC:
-                    metric = v
-                elif k in _PROTO:
-                    proto = v
-                else:
-                    return -1
-        except IndexError:
+        """Key index for the words after `route add` and the prefix, or -1 if not bulk."""
+        if len(words) % 2 or "via" not in words[::2]:
             return -1
-        if gw is None:
-            return -1
-        return self._key(gw, dev, table, metric, proto)
+        for k in words[::2]:
+            if k not in _KEYWORDS:
+                return -1
+        return self._key(words)
 
     def _tail(self, tail: str) -> int:
         """Key index of a valid route's tail words (after the prefix), else -1."""
@@ -215,8 +213,10 @@ class BulkLoader:
             return None  # split_line() yields no words
         if _SPECIAL.search(line) or not line.isascii():
             return "other", line
-        i = 1 if w[0] == "ip" or (self.script and w[0].endswith("/ip")) else 0
-        if (self.script and not i) or len(w) < i + 5 or w[i] not in _OBJ or w[i + 1] not in _ADD:
+        script = self.dialect == "script"
+        i = 1 if w[0] == "ip" or (script and w[0].endswith("/ip")) else 0
+        if (script and not i) or (i and self.dialect == "batch") or len(w) < i + 5 \
+                or w[i] not in _OBJ or w[i + 1] not in _ADD:
             return "other", line
         rest = w[i + 2:]
         # the one word that is neither a keyword nor a keyword's value is the prefix
@@ -253,12 +253,13 @@ class BulkLoader:
         put_p, put_kn, put_l = run.prefix.append, run.keyplen.append, run.lineno.append
         hot = self._hot  # tail text -> key index, for tails that resolve to a valid route
         hot_get = hot.get
-        script = self.script
+        script = self.dialect == "script"
+        program = self.dialect != "batch"  # a leading `ip` taken
         split, pton, unpack, af, plens, host, objs, adds = \
             str.split, _pton, _unpack, _AF_INET, _PLEN, _HOST, _OBJ, _ADD
         for lineno, line in lines:
             # The common shape, "[ip] route add A.B.C.D/N TAIL", inline; all else in _line().
-            if line.startswith("ip "):
+            if program and line.startswith("ip "):
                 w = split(line, None, 4)
                 del w[0]
             elif script:
@@ -414,24 +415,24 @@ class BulkLoader:
                 t.maybe_index()
 
 
-def load_routes(stack: Stack, lines: Iterable[str], filename: str, *, script: bool = False) -> int:
+def load_routes(stack: Stack, lines: Iterable[str], filename: str, *, dialect: Dialect = "any") -> int:
     """Add every route of `lines` (an `ip -batch` style list), all or nothing.
 
     Returns the number of routes added.  Raises `ConfigError(filename, line,
     message)` for the first line the general path would refuse, with its message
     ("RTNETLINK answers: File exists", "Error: Nexthop has invalid gateway." ...),
     or `NotBulk` (a ConfigError) for the first line outside the bulk grammar; in
-    both cases the stack is left as it was.  `script=True` takes the shell-script
-    dialect (the leading `ip` is required: a bare `route` is net-tools' command).
+    both cases the stack is left as it was.  Lines may start with `ip` or not
+    (`dialect`: see BulkLoader).
     """
-    ld = BulkLoader(stack, filename, script=script)
+    ld = BulkLoader(stack, filename, dialect=dialect)
     ld.run(enumerate(lines, 1))
     ld.finish()
     return ld.count
 
 
 def load_lines(stack: Stack, numbered: Iterable[tuple[int, str]], filename: str,
-               other: Callable[[int, str], None], *, script: bool = True) -> int:
+               other: Callable[[int, str], None], *, dialect: Dialect = "script") -> int:
     """Mixed scripts: bulk lines go the fast way, every other line to `other`, in order.
 
     `other(lineno, line)` runs the general path and raises ConfigError on
@@ -439,13 +440,11 @@ def load_lines(stack: Stack, numbered: Iterable[tuple[int, str]], filename: str,
     before it applied (`shell.load_script` works on a copy; `ip -batch` keeps
     them).  Returns the number of routes added the fast way.
     """
-    ld = BulkLoader(stack, filename, script=script, atomic=False)
+    ld = BulkLoader(stack, filename, dialect=dialect, atomic=False)
     try:
         return ld.run(numbered, other)
     finally:
         ld.finish()
 
-
-_KEYWORDS = frozenset({"via", "dev", "table", "proto", "protocol"}) | _METRIC
 
 __all__ = ["BulkLoader", "NotBulk", "load_lines", "load_routes"]

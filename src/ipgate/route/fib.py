@@ -223,6 +223,8 @@ class FibTable:
                 self.index.insert(prefix, plen)
             else:
                 self.index.delete(prefix, plen)
+        elif leaf and not had and len(d) >= 4096 and len(self) >= 16384:
+            self.maybe_index()  # grown big one route at a time: index it (route/lpm.py)
 
     def insert(self, prefix: int, plen: int, fa: FibAlias, *, create: bool = True,
                excl: bool = True, replace: bool = False, append: bool = False) -> FibAlias | None:

@@ -167,6 +167,7 @@ class RuleSet:
     def __init__(self) -> None:
         self.rules: list[FibRule] = []
         self._index: RuleIndex | None = None
+        self._keys: set[tuple[object, ...]] | None = None  # rule_exists() in O(1)
         self.reset()
 
     def reset(self) -> None:
@@ -179,6 +180,7 @@ class RuleSet:
             FibRule(pref=0x7FFF, table=RT_TABLE_DEFAULT),
         ]
         self._index = None
+        self._keys = None
 
     @property
     def index(self) -> RuleIndex:
@@ -198,10 +200,12 @@ class RuleSet:
             if rule.target <= rule.pref:
                 raise NetlinkError(errno.EINVAL, "Backward goto not supported")
         key = rule.key()
-        if any(r.key() == key for r in self.rules):
+        if self._keys is None:
+            self._keys = {r.key() for r in self.rules}
+        if key in self._keys:
             raise NetlinkError(errno.EEXIST)
-        prefs = [r.pref for r in self.rules]
-        self.rules.insert(bisect.bisect_right(prefs, rule.pref), rule)
+        self.rules.insert(bisect.bisect_right(self.rules, rule.pref, key=lambda r: r.pref), rule)
+        self._keys.add(key)
         self._index = None
 
     def delete(self, m: FibRule, user_priority: bool) -> None:
@@ -227,6 +231,7 @@ class RuleSet:
                 continue
             del self.rules[i]
             self._index = None
+            self._keys = None
             return
         raise NetlinkError(errno.ENOENT)
 
@@ -246,6 +251,5 @@ class RuleSet:
 
     def target_index(self, pref: int) -> int:
         """Position of the goto target: the first rule with that priority, or -1."""
-        prefs = [r.pref for r in self.rules]
-        i = bisect.bisect_left(prefs, pref)
+        i = bisect.bisect_left(self.rules, pref, key=lambda r: r.pref)
         return i if i < len(self.rules) and self.rules[i].pref == pref else -1
