@@ -42,6 +42,7 @@ from ipgate.route.fib import (
     FibInfo,
     FibNh,
     FibTable,
+    Generation,
     Interner,
 )
 from ipgate.route.rules import Flow, RuleSet
@@ -79,10 +80,14 @@ class Stack:
         self.by_index: dict[int, Device] = {}
         self._next_ifindex = 1
         self.interner = Interner()
+        self.gen = Generation()  # bumped by every change a routing decision depends on
+        # decision cache of route/lookup.py: flow -> Route or NetlinkError
+        self.route_cache: dict[object, object] = {}
+        self.route_cache_gen = -1
         # ifindexes of devices that are down: their nexthops are RTNH_F_DEAD
         self.down: set[int] = set()
         self.tables: dict[int, FibTable] = {}
-        self.rules = RuleSet()
+        self.rules = RuleSet(self.gen)
         self.sysctl: dict[str, int] = dict(SYSCTL_DEFAULTS)
         self.rt_tables: dict[int, str] = dict(DEFAULT_RT_TABLES)
         self.addr_genid = 0
@@ -106,7 +111,7 @@ class Stack:
         """fib_new_table(): get or create."""
         t = self.tables.get(tb_id)
         if t is None:
-            t = self.tables[tb_id] = FibTable(tb_id, self.interner, self.down)
+            t = self.tables[tb_id] = FibTable(tb_id, self.interner, self.down, self.gen)
         return t
 
     def table_name(self, tb_id: int) -> str:
@@ -185,8 +190,6 @@ class Stack:
     def link_rename(self, d: Device, new: str) -> None:
         if new in self.devices:
             raise NetlinkError(errno.EEXIST)
-        if d.up:
-            raise NetlinkError(errno.EBUSY)
         del self.devices[d.name]
         for ifa in d.addrs:
             # Labels follow the device name (devinet.c inetdev_changename).
@@ -216,6 +219,7 @@ class Stack:
             for t in self.tables.values():
                 t.flush_if(lambda p, n, fa: _all_nhs_dead(fa, self.down))
         self.addr_genid += 1
+        self.gen.bump()
 
 
     # -- addresses (devinet.c + fib_frontend.c) ---------------------------
@@ -237,6 +241,7 @@ class Stack:
                 self.sysctl[k] = value
             self.sysctl["net.ipv4.ip_forward"] = value
         self.sysctl[key] = value
+        self.gen.bump()
 
     def addr_add(self, d: Device, ifa: IfAddr) -> None:
         ifa.ifindex = d.ifindex
@@ -245,6 +250,7 @@ class Stack:
         devinet.insert_ifa(d, ifa)
         self.locals.setdefault(ifa.local, []).append(ifa)
         self.addr_genid += 1
+        self.gen.bump()
         self.fib_add_ifaddr(ifa)
 
     def addr_del(self, d: Device, ifa: IfAddr) -> None:
@@ -283,6 +289,7 @@ class Stack:
         if not held:
             del self.locals[ifa.local]
         self.addr_genid += 1
+        self.gen.bump()
 
     def fib_del_ifaddr(self, ifa: IfAddr, iprim: IfAddr | None = None) -> None:
         """fib_del_ifaddr(): remove the kernel routes of `ifa` that no other address still needs."""

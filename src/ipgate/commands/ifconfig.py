@@ -51,6 +51,7 @@ from typing import TypeVar
 from ipgate.commands.base import Exit, Output
 from ipgate.errors import NetlinkError
 from ipgate.inet import MASKS, RT_SCOPE_HOST, RT_SCOPE_UNIVERSE, is_loopback, ntoa
+from ipgate.link import devinet
 from ipgate.link.device import (
     IFA_F_SECONDARY,
     IFF_BROADCAST,
@@ -168,6 +169,13 @@ class UnknownHost(Exception):
 
 def inet_aton(text: str) -> int | None:
     """glibc inet_aton(): 1 to 4 parts in C notation (0x.., 0.., decimal), or None."""
+    quad = text.split(".")
+    if len(quad) == 4 and all(q.isdigit() and q.isascii() and len(q) <= 3 and (q[0] != "0" or q == "0")
+                              for q in quad):
+        octets = [int(q) for q in quad]  # plain dotted decimal: the usual case
+        if max(octets) > 255:
+            return None
+        return (octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]
     parts: list[int] = []
     i, n = 0, len(text)
     val = 0
@@ -175,11 +183,13 @@ def inet_aton(text: str) -> int | None:
         if i >= n or not text[i].isdigit():
             return None
         base, val = 10, 0
+        start = i
         if text[i] == "0":
             i += 1
             if i < n and text[i] in "xX":
                 base = 16
                 i += 1
+                start = i
             else:
                 base = 8
         while i < n:
@@ -195,6 +205,8 @@ def inet_aton(text: str) -> int | None:
             if val > 0xFFFFFFFF:
                 return None
             i += 1
+        if base == 16 and i == start:  # "0x" needs a hex digit
+            return None
         if i < n and text[i] == ".":
             if len(parts) > 2 or val > 0xFF:
                 return None
@@ -437,12 +449,12 @@ def del_ifa(stack: Stack, d: Device, ifa: IfAddr) -> None:
     before = _stamp(stack)
     gone = [ifa]
     if not ifa.secondary:
-        same = d.subnets.get((ifa.mask, ifa.address & ifa.mask), [])
-        if stack.promote_secondaries(d) and any(a.secondary for a in same):
+        secs = devinet.subnet_secondaries(d, ifa)
+        if secs and stack.promote_secondaries(d):
             _INDEX.pop(stack, None)  # promotion reorders the list
             stack.addr_del(d, ifa)
             return
-        gone += [a for a in same if a is not ifa and a.secondary]
+        gone += secs
     stack.addr_del(d, ifa)
     _note_removed(stack, before, gone)
 

@@ -46,9 +46,11 @@ from ipgate.inet import (
     RTN_UNICAST,
     RTN_UNREACHABLE,
     RTPROT_BOOT,
+    is_multicast,
     ntoa,
 )
 from ipgate.route.config import FibConfig
+from ipgate.route.fib import FIB_PROPS, FibAlias
 from ipgate.stack import Stack
 
 # include/uapi/linux/route.h
@@ -286,7 +288,7 @@ def _setroute(stack: Stack, o: Output, action: str, args: list[str]) -> int:
         rt.dst, isnet = resolve(target)
     except UnknownHost as e:
         o.error(str(e))
-        return 1
+        return E_LOOKUP
     if xflag == 1:
         isnet = True
     elif xflag == 2:
@@ -441,8 +443,7 @@ def rtentry_to_fib_config(stack: Stack, rt: _RtEntry, delete: bool) -> FibConfig
             cfg.prefsrc = ifa.local
     if rt.gateway:
         cfg.gw = rt.gateway
-        # inet_addr_type_table(net, gw, 0): table 0 is table main.
-        if rt.flags & RTF_GATEWAY and stack.addr_type(rt.gateway, RT_TABLE_MAIN) == RTN_UNICAST:
+        if rt.flags & RTF_GATEWAY and addr_type_table0(stack, rt.gateway) == RTN_UNICAST:
             cfg.scope = RT_SCOPE_UNIVERSE
     if delete:
         return cfg
@@ -458,6 +459,35 @@ def rtentry_to_fib_config(stack: Stack, rt: _RtEntry, delete: bool) -> FibConfig
         # RTAX_RTT = irtt << 3; ipgate keeps rtt in the unit `ip route` prints (ms).
         cfg.metrics["rtt"] = rt.irtt & 0xFFFFFFFF
     return cfg
+
+
+def addr_type_table0(stack: Stack, addr: int) -> int:
+    """inet_addr_type_table(net, addr, 0), as rtentry_to_fib_config() asks it.
+
+    Table 0 means table main, whose trie also holds table local's routes until
+    a rule is added (fib_trie's merged tables), and fib_table_lookup() does not
+    look at which table a route came from: a gateway that is a local address
+    (127.0.0.1) is LOCAL, not UNICAST, and its route gets scope link.
+    """
+    if addr == 0 or addr == 0xFFFFFFFF:
+        return RTN_BROADCAST
+    if is_multicast(addr):
+        return RTN_MULTICAST
+    ids = [RT_TABLE_MAIN] if stack.custom_rules else [RT_TABLE_LOCAL, RT_TABLE_MAIN]
+    # The trie's order: longest prefix first; in a leaf, higher table id first.
+    found: list[tuple[int, int, tuple[FibAlias, ...]]] = []
+    for rank, tb in enumerate(ids):
+        t = stack.tables.get(tb)
+        if t is not None:
+            found += [(-plen, rank, leaf) for _, plen, leaf in t.candidates(addr)]
+    for _, _, leaf in sorted(found, key=lambda x: (x[0], x[1])):
+        for fa in leaf:
+            if fa.tos:
+                continue
+            if FIB_PROPS[fa.type][0]:
+                return RTN_UNICAST  # the lookup fails: "unicast" stays the answer
+            return fa.type
+    return RTN_UNICAST
 
 
 # -- listing (fib_route_seq_show + lib/inet_gr.c rprint_fib) ---------------

@@ -21,9 +21,13 @@ IFF_MULTICAST = 0x1000
 LOOPBACK_IFINDEX = 1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class IfAddr:
-    """One IPv4 address on a device.  `address` is the peer when one was given."""
+    """One IPv4 address on a device.  `address` is the peer when one was given.
+
+    Compared by identity: two in_ifaddr are never "equal", and list.index() /
+    remove() on a device's 10,000 addresses must not compare every field.
+    """
 
     local: int
     prefixlen: int
@@ -69,6 +73,8 @@ class Device:
     nprim: int = 0  # addrs[:nprim] are the primaries
     # (mask, prefix) -> addresses of that subnet, for O(1) primary/secondary checks
     subnets: dict[tuple[int, int], list[IfAddr]] = field(default_factory=dict)
+    # (mask, prefix) -> the local addresses of that subnet, for O(1) duplicate checks
+    subnet_locals: dict[tuple[int, int], set[int]] = field(default_factory=dict)
 
     @property
     def loopback(self) -> bool:
@@ -85,6 +91,8 @@ class Device:
             f |= IFF_LOOPBACK
         elif self.kind == "tun":
             f |= IFF_POINTOPOINT | IFF_NOARP | IFF_MULTICAST
+        elif self.kind == "dummy":
+            f |= IFF_BROADCAST | IFF_NOARP  # dummy_setup(): NOARP, no MULTICAST
         else:
             f |= IFF_BROADCAST | IFF_MULTICAST
         if self.up and self.carrier:

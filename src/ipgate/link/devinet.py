@@ -24,20 +24,28 @@ def _key(ifa: IfAddr) -> tuple[int, int]:
 
 def insert_ifa(dev: Device, ifa: IfAddr) -> None:
     """__inet_insert_ifa(): mark secondary if needed and link it in place."""
-    same = dev.subnets.get(_key(ifa), [])
-    for other in same:
-        if other.local == ifa.local:
-            raise NetlinkError(errno.EEXIST, "ipv4: Address already assigned")
-        if other.scope != ifa.scope:
-            raise NetlinkError(errno.EINVAL, "ipv4: Invalid scope value")
+    key = _key(ifa)
+    same = dev.subnets.get(key, [])
     if same:
+        # The kernel walks the subnet and stops at the first address with the
+        # same local (EEXIST) or another scope (EINVAL).  All addresses of a
+        # subnet share one scope (this check keeps it so), so the first one
+        # decides the scope question; a set answers the local one.
+        first = same[0]
+        if first.local == ifa.local:
+            raise NetlinkError(errno.EEXIST, "ipv4: Address already assigned")
+        if first.scope != ifa.scope:
+            raise NetlinkError(errno.EINVAL, "ipv4: Invalid scope value")
+        if ifa.local in dev.subnet_locals[key]:
+            raise NetlinkError(errno.EEXIST, "ipv4: Address already assigned")
         ifa.flags |= IFA_F_SECONDARY
         dev.addrs.append(ifa)
     else:
         ifa.flags &= ~IFA_F_SECONDARY
         dev.addrs.insert(_primary_slot(dev, ifa.scope), ifa)
         dev.nprim += 1
-    dev.subnets.setdefault(_key(ifa), []).append(ifa)
+    dev.subnets.setdefault(key, []).append(ifa)
+    dev.subnet_locals.setdefault(key, set()).add(ifa.local)
 
 
 def _primary_slot(dev: Device, scope: int) -> int:
@@ -54,10 +62,13 @@ def unlink(dev: Device, ifa: IfAddr) -> None:
     del dev.addrs[idx]
     if idx < dev.nprim:
         dev.nprim -= 1
-    lst = dev.subnets[_key(ifa)]
+    key = _key(ifa)
+    lst = dev.subnets[key]
     lst.remove(ifa)
+    dev.subnet_locals[key].discard(ifa.local)
     if not lst:
-        del dev.subnets[_key(ifa)]
+        del dev.subnets[key]
+        del dev.subnet_locals[key]
 
 
 def subnet_secondaries(dev: Device, prim: IfAddr) -> list[IfAddr]:

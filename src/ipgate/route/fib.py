@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ipgate.errors import NetlinkError
 from ipgate.inet import (
@@ -96,9 +97,12 @@ class FibAlias:
     info: FibInfo
 
 
-@dataclass(frozen=True, slots=True)
-class FibResult:
-    """What fib_table_lookup() returns (struct fib_result)."""
+class FibResult(NamedTuple):
+    """What fib_table_lookup() returns (struct fib_result).
+
+    A NamedTuple rather than a frozen dataclass: it is built on every lookup,
+    and tuples are immutable at a tenth of the construction cost.
+    """
 
     prefix: int
     prefixlen: int
@@ -114,6 +118,22 @@ class FibResult:
     @property
     def nh(self) -> FibNh:
         return self.alias.info.nhs[self.nh_sel]
+
+
+class Generation:
+    """A counter bumped by every change that can alter a routing decision.
+
+    Shared by a stack's tables, rules and devices; the decision cache in
+    route/lookup.py is valid only while it stays the same.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def bump(self) -> None:
+        self.value += 1
 
 
 class Interner:
@@ -138,8 +158,10 @@ AliasPredicate = Callable[[int, int, FibAlias], bool]
 class FibTable:
     """One routing table: dict-per-prefix-length, plus an optional LPM index."""
 
-    def __init__(self, tb_id: int, interner: Interner, down: set[int] | None = None) -> None:
+    def __init__(self, tb_id: int, interner: Interner, down: set[int] | None = None,
+                 gen: Generation | None = None) -> None:
         self.id = tb_id
+        self.gen = gen if gen is not None else Generation()
         self.down = down if down is not None else set()  # shared with the stack
         self._interner = interner
         self._by_len: list[dict[int, tuple[FibAlias, ...]]] = [{} for _ in range(33)]
@@ -207,6 +229,7 @@ class FibTable:
 
     # -- writing ---------------------------------------------------------
     def _store(self, prefix: int, plen: int, leaf: tuple[FibAlias, ...]) -> None:
+        self.gen.bump()
         d = self._by_len[plen]
         had = prefix in d
         if leaf:
@@ -298,6 +321,7 @@ class FibTable:
         self.index = index
 
     def add_fresh(self, plen: int, prefixes: list[int], leaves: list[tuple[FibAlias, ...]]) -> None:
+        self.gen.bump()
         """insert() of many new routes of one length (route/bulk.py): prefixes[i]
         gets leaves[i], as insert() would leave it (interned aliases and leaf).
         The caller guarantees that no prefix is present yet or repeated."""

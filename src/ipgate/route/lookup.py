@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import errno
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ipgate.errors import NetlinkError
 from ipgate.inet import (
@@ -97,14 +97,13 @@ def fib_rules_lookup(stack: Stack, fl: Flow) -> tuple[FibResult | int, int]:
         if res.table == RT_TABLE_LOCAL and not stack.custom_rules:
             # Until a rule is added the kernel merges local into main's trie
             # (fib_trie_unmerge() undoes it), so local hits report table main.
-            res = replace(res, table=RT_TABLE_MAIN)
+            res = res._replace(table=RT_TABLE_MAIN)
         return res, r.pref
     return -errno.ENETUNREACH, -1  # -ESRCH becomes -ENETUNREACH in fib_lookup()
 
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """A routing decision, with what `ip route get` prints of it."""
 
     type: int
@@ -122,7 +121,50 @@ class Route:
     mark: int = 0
 
 
+ROUTE_CACHE_MAX = 1 << 16
+
+
+def _cached(stack: Stack, key: object) -> Route | None:
+    """The decision cache: one dict lookup for a flow seen since the last change.
+
+    Like the kernel's dst cache, an answer holds until anything it depends on
+    changes; here every such change bumps `stack.gen`, which empties the cache.
+    """
+    if stack.route_cache_gen != stack.gen.value:
+        stack.route_cache.clear()
+        stack.route_cache_gen = stack.gen.value
+        return None
+    hit = stack.route_cache.get(key)
+    if hit is None:
+        return None
+    if isinstance(hit, NetlinkError):
+        raise NetlinkError(hit.errno, hit.extack)
+    assert isinstance(hit, Route)
+    return hit
+
+
+def _remember(stack: Stack, key: object, answer: Route | NetlinkError) -> None:
+    cache = stack.route_cache
+    if len(cache) >= ROUTE_CACHE_MAX:
+        cache.clear()  # bounded: start over rather than grow
+    cache[key] = answer
+
+
 def route_output(stack: Stack, fl: Flow) -> Route:
+    """ip_route_output_key_hash_rcu() for a locally generated packet (cached)."""
+    hit = _cached(stack, fl)
+    if hit is not None:
+        return hit
+    try:
+        r = _route_output(stack, fl)
+    except NetlinkError as e:
+        _remember(stack, fl, e)
+        raise
+    _remember(stack, fl, r)
+    return r
+
+
+def _route_output(stack: Stack, fl: Flow) -> Route:
     """ip_route_output_key_hash_rcu() for a locally generated packet."""
     saddr = fl.saddr
     oif = fl.oif
@@ -227,6 +269,21 @@ def _mkroute_output(stack: Stack, fl: Flow, res: FibResult | None, dev_out: Devi
 
 
 def route_input(stack: Stack, fl: Flow, dev: Device) -> Route:
+    """ip_route_input_slow() for a packet from `dev` (cached)."""
+    key = (fl, dev.ifindex)
+    hit = _cached(stack, key)
+    if hit is not None:
+        return hit
+    try:
+        r = _route_input(stack, fl, dev)
+    except NetlinkError as e:
+        _remember(stack, key, e)
+        raise
+    _remember(stack, key, r)
+    return r
+
+
+def _route_input(stack: Stack, fl: Flow, dev: Device) -> Route:
     """ip_route_input_slow(): a packet from `dev`.  Errors as `ip route get ... iif` shows them."""
     saddr, daddr = fl.saddr, fl.daddr
     forward = _forwarding(stack, dev)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import replace
 
 from ipgate.route.fib import FibResult
 from ipgate.route.rules import Flow
@@ -53,5 +52,5 @@ def select_multipath(stack: Stack, res: FibResult, saddr: int, daddr: int, fl: F
     down = stack.down
     for i, bound in enumerate(upper_bounds([0 if nh.oif in down else nh.weight for nh in nhs])):
         if h <= bound:
-            return replace(res, nh_sel=i)
+            return res._replace(nh_sel=i)
     return res

@@ -18,9 +18,11 @@ from __future__ import annotations
 import bisect
 import errno
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ipgate.errors import NetlinkError
 from ipgate.inet import MASKS
+from ipgate.route.fib import Generation
 
 FR_ACT_TO_TBL = 1
 FR_ACT_GOTO = 2
@@ -69,9 +71,8 @@ class FibRule:
                 self.suppress_prefixlen, self.target, self.nat_addr)
 
 
-@dataclass(frozen=True, slots=True)
-class Flow:
-    """The lookup key (struct flowi4)."""
+class Flow(NamedTuple):
+    """The lookup key (struct flowi4); a NamedTuple so that it is cheap and hashable."""
 
     daddr: int
     saddr: int = 0
@@ -164,7 +165,8 @@ class RuleIndex:
 class RuleSet:
     """The IPv4 rule list (fib4_rules_ops) with the default rules of a new netns."""
 
-    def __init__(self) -> None:
+    def __init__(self, gen: Generation | None = None) -> None:
+        self.gen = gen if gen is not None else Generation()
         self.rules: list[FibRule] = []
         self._index: RuleIndex | None = None
         self._keys: set[tuple[object, ...]] | None = None  # rule_exists() in O(1)
@@ -179,8 +181,12 @@ class RuleSet:
             FibRule(pref=0x7FFE, table=RT_TABLE_MAIN),
             FibRule(pref=0x7FFF, table=RT_TABLE_DEFAULT),
         ]
-        self._index = None
+        self._changed()
         self._keys = None
+
+    def _changed(self) -> None:
+        self._index = None
+        self.gen.bump()
 
     @property
     def index(self) -> RuleIndex:
@@ -206,7 +212,7 @@ class RuleSet:
             raise NetlinkError(errno.EEXIST)
         self.rules.insert(bisect.bisect_right(self.rules, rule.pref, key=lambda r: r.pref), rule)
         self._keys.add(key)
-        self._index = None
+        self._changed()
 
     def delete(self, m: FibRule, user_priority: bool) -> None:
         """fib_nl_delrule(): rule_find() treats every unset attribute as a wildcard."""
@@ -230,7 +236,7 @@ class RuleSet:
             ):
                 continue
             del self.rules[i]
-            self._index = None
+            self._changed()
             self._keys = None
             return
         raise NetlinkError(errno.ENOENT)
@@ -238,7 +244,7 @@ class RuleSet:
     def flush(self) -> None:
         """`ip rule flush`: iproute2 deletes every rule it sees with a priority; rule 0 has none."""
         self.rules = [r for r in self.rules if r.pref == 0]
-        self._index = None
+        self._changed()
 
     def resolve_devices(self, ifindex_of: dict[str, int]) -> None:
         """Re-bind iif/oif names after devices come and go (fib_rules_event)."""
@@ -247,7 +253,7 @@ class RuleSet:
                 r.iifindex = ifindex_of.get(r.iifname, -1)
             if r.oifname:
                 r.oifindex = ifindex_of.get(r.oifname, -1)
-        self._index = None
+        self._changed()
 
     def target_index(self, pref: int) -> int:
         """Position of the goto target: the first rule with that priority, or -1."""
