@@ -281,3 +281,29 @@ def test_historical_nat_route_and_rule_are_kept_and_listed() -> None:
     assert "32765:\tfrom 192.0.2.10 lookup main map-to 203.0.113.10" in out(sh, "ip rule")
     assert sh.run_line("echo 1 > /proc/sys/net/ipv4/ip_forward").status == 0
     assert " dev eth1 " in out(sh, "ip route get 198.51.100.7 from 192.0.2.10 iif eth0")
+
+
+def test_rule_with_host_bits_and_masked_tos_match_like_the_kernel() -> None:
+    # "from 10.1.0.1/16" is stored as given but matches the whole /16; rule TOS
+    # compares with the flow's TOS masked by 0x1c, as route TOS does.
+    sh = two_nics()
+    for line in ("ip route add default via 198.51.100.254 table 9", "ip rule add from 192.0.2.77/24 lookup 9",
+                 "ip rule add tos 0x10 lookup 9", "echo 1 > /proc/sys/net/ipv4/ip_forward"):
+        assert sh.run_line(line).status == 0
+    assert "32765:\tfrom 192.0.2.77/24 lookup 9" in out(sh, "ip rule")
+    assert " table 9 " in out(sh, "ip route get 203.0.113.1 from 192.0.2.5 iif eth0")
+    assert " table 9 " in out(sh, "ip route get 203.0.113.1 tos 0x30")
+    unreachable = "RTNETLINK answers: Network is unreachable\n"  # main has no default route
+    assert sh.run_line("ip route get 203.0.113.1 tos 0x08").err == unreachable
+
+
+def test_many_port_rules_are_indexed_and_still_first_match() -> None:
+    sh = two_nics()
+    assert sh.run_line("ip route add default via 198.51.100.254 table 9").status == 0
+    for port in range(1000, 3000):
+        assert sh.run_line(f"ip rule add pref {port} ipproto tcp dport {port} lookup 9").status == 0
+    assert sh.run_line("ip rule add pref 999 ipproto tcp dport 2500 blackhole").status == 0
+    assert " table 9 " in out(sh, "ip route get 203.0.113.1 ipproto tcp dport 1500")
+    assert sh.run_line("ip route get 203.0.113.1 ipproto tcp dport 2500").err == "RTNETLINK answers: Invalid argument\n"
+    assert sh.run_line("ip route get 203.0.113.1 ipproto udp dport 1500").err == (
+        "RTNETLINK answers: Network is unreachable\n")

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import bisect
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ipgate.errors import NetlinkError
-from ipgate.inet import MASKS
+from ipgate.inet import IPTOS_RT_MASK, MASKS
 from ipgate.route.fib import Generation
 
 FR_ACT_TO_TBL = 1
@@ -97,7 +98,7 @@ def rule_match(r: FibRule, fl: Flow) -> bool:
         ok = False
     elif (fl.saddr ^ r.src) & MASKS[r.src_len] or (fl.daddr ^ r.dst) & MASKS[r.dst_len]:
         ok = False
-    elif r.tos and r.tos != fl.tos:
+    elif r.tos and r.tos != fl.tos & IPTOS_RT_MASK:
         ok = False
     elif r.ip_proto and r.ip_proto != fl.proto:
         ok = False
@@ -108,15 +109,31 @@ def rule_match(r: FibRule, fl: Flow) -> bool:
     return ok != r.invert
 
 
+# Exact-value selectors a rule can be filed under, most selective first after
+# the prefix and mark ones: (name, value in the rule or None, value in the flow).
+_EXACT: tuple[tuple[str, Callable[[FibRule], int | None], Callable[[Flow], int]], ...] = (
+    ("iif", lambda r: r.iifindex or None, lambda f: f.iif),
+    ("oif", lambda r: r.oifindex or None, lambda f: f.oif),
+    ("dport", lambda r: r.dport[0] if r.dport and r.dport[0] == r.dport[1] else None, lambda f: f.dport),
+    ("sport", lambda r: r.sport[0] if r.sport and r.sport[0] == r.sport[1] else None, lambda f: f.sport),
+    ("proto", lambda r: r.ip_proto or None, lambda f: f.proto),
+    ("tos", lambda r: r.tos or None, lambda f: f.tos & IPTOS_RT_MASK),
+)
+
+
 @dataclass(slots=True)
 class RuleIndex:
-    """Candidate rules per selector, as sorted lists of positions in the rule list."""
+    """Candidate rules per selector, as sorted lists of positions in the rule list.
+
+    Each rule is filed once, under its most selective selector; a rule with no
+    usable selector (or with `not`) is always a candidate.
+    """
 
     always: list[int] = field(default_factory=list)
     by_src: dict[int, dict[int, list[int]]] = field(default_factory=dict)
     by_dst: dict[int, dict[int, list[int]]] = field(default_factory=dict)
     by_mark: dict[int, dict[int, list[int]]] = field(default_factory=dict)
-    by_iif: dict[int, list[int]] = field(default_factory=dict)
+    by_exact: list[dict[int, list[int]]] = field(default_factory=lambda: [{} for _ in _EXACT])
 
     @classmethod
     def build(cls, rules: list[FibRule]) -> RuleIndex:
@@ -125,15 +142,19 @@ class RuleIndex:
             if r.invert:
                 ix.always.append(pos)
             elif r.src_len:
-                ix.by_src.setdefault(r.src_len, {}).setdefault(r.src, []).append(pos)
+                ix.by_src.setdefault(r.src_len, {}).setdefault(r.src & MASKS[r.src_len], []).append(pos)
             elif r.mark_mask:
                 ix.by_mark.setdefault(r.mark_mask, {}).setdefault(r.mark & r.mark_mask, []).append(pos)
-            elif r.iifindex:
-                ix.by_iif.setdefault(r.iifindex, []).append(pos)
             elif r.dst_len:
-                ix.by_dst.setdefault(r.dst_len, {}).setdefault(r.dst, []).append(pos)
+                ix.by_dst.setdefault(r.dst_len, {}).setdefault(r.dst & MASKS[r.dst_len], []).append(pos)
             else:
-                ix.always.append(pos)
+                for i, (_name, of_rule, _of_flow) in enumerate(_EXACT):
+                    v = of_rule(r)
+                    if v is not None:
+                        ix.by_exact[i].setdefault(v, []).append(pos)
+                        break
+                else:
+                    ix.always.append(pos)
         return ix
 
     def candidates(self, fl: Flow) -> list[int]:
@@ -146,13 +167,16 @@ class RuleIndex:
             hit = d.get(fl.mark & mask)  # keys are mark & mask
             if hit:
                 lists.append(hit)
-        hit = self.by_iif.get(fl.iif)
-        if hit:
-            lists.append(hit)
         for plen, d in self.by_dst.items():
             hit = d.get(fl.daddr & MASKS[plen])
             if hit:
                 lists.append(hit)
+        for i, (_name, _of_rule, of_flow) in enumerate(_EXACT):
+            d2 = self.by_exact[i]
+            if d2:
+                hit = d2.get(of_flow(fl))
+                if hit:
+                    lists.append(hit)
         if len(lists) == 1:
             return self.always
         out: list[int] = []
