@@ -91,6 +91,8 @@ class Stack:
         self.sysctl: dict[str, int] = dict(SYSCTL_DEFAULTS)
         self.rt_tables: dict[int, str] = dict(DEFAULT_RT_TABLES)
         self.addr_genid = 0
+        self.saddr_cache: dict[tuple[FibNh, int], int] = {}  # see route.lookup.prefsrc_of
+        self.saddr_cache_gen = -1
         # inet_addr_lst: local address -> the interface addresses holding it
         self.locals: dict[int, list[IfAddr]] = {}
         # fib_has_custom_local_routes / fib_has_custom_rules: once set, source

@@ -54,6 +54,8 @@ FIB_PROPS: dict[int, tuple[int, int]] = {
     RTN_NAT: (0, RT_SCOPE_UNIVERSE),
 }
 
+TYPE_ERR = {t: props[0] for t, props in FIB_PROPS.items()}
+
 RTNH_F_DEAD = 1
 RTNH_F_PERVASIVE = 2
 RTNH_F_ONLINK = 4
@@ -206,21 +208,37 @@ class FibTable:
                 yield key, n, leaf
 
     def lookup(self, daddr: int, tos: int, scope: int, oif: int) -> FibResult | int:
-        """fib_table_lookup(): a result, or a negative errno (-EAGAIN: nothing here)."""
-        for key, plen, leaf in self.candidates(daddr):
+        """fib_table_lookup(): a result, or a negative errno (-EAGAIN: nothing here).
+
+        The hot path of every decision: candidates() inlined on purpose.
+        """
+        by_len = self._by_len
+        first = 32
+        if self.index is not None:
+            first = self.index.longest(daddr)
+            if first < 0:
+                return -errno.EAGAIN
+        down = self.down
+        for plen in self._plens:
+            if plen > first:
+                continue
+            key = daddr & MASKS[plen]
+            leaf = by_len[plen].get(key)
+            if leaf is None:
+                continue
             for fa in leaf:
                 if fa.tos and fa.tos != tos:
                     continue
                 fi = fa.info
                 if fi.scope < scope:
                     continue
-                err = FIB_PROPS[fa.type][0]
+                err = TYPE_ERR[fa.type]
                 if err:
                     return err
                 for sel, nh in enumerate(fi.nhs):
                     if oif and nh.oif != oif:
                         continue
-                    if nh.oif in self.down and nh.scope != RT_SCOPE_NOWHERE:
+                    if nh.oif in down and nh.scope != RT_SCOPE_NOWHERE:
                         continue  # fib_lookup_good_nhc(): RTNH_F_DEAD
                     return FibResult(key, plen, fa.type, fa, sel, self.id)
                 if not fi.nhs:

@@ -62,13 +62,17 @@ def fib_lookup(stack: Stack, fl: Flow) -> FibResult | int:
 def fib_rules_lookup(stack: Stack, fl: Flow) -> tuple[FibResult | int, int]:
     """Walk the RPDB.  Returns (result or -errno, priority of the deciding rule)."""
     rules = stack.rules.rules
-    cands = stack.rules.index.candidates(fl)  # sorted positions of rules that may match
+    index = stack.rules.index
+    trivial = index.trivial
+    cands = index.candidates(fl)  # sorted positions of rules that may match
+    tos = fl.tos & IPTOS_RT_MASK
     i = 0
     n = len(cands)
     while i < n:
-        r = rules[cands[i]]
+        pos = cands[i]
+        r = rules[pos]
         i += 1
-        if not rule_match(r, fl):
+        if pos not in trivial and not rule_match(r, fl):
             continue
         act = r.action
         if act == FR_ACT_GOTO:
@@ -87,7 +91,7 @@ def fib_rules_lookup(stack: Stack, fl: Flow) -> tuple[FibResult | int, int]:
         t = stack.tables.get(r.table)
         if t is None:
             continue
-        res = t.lookup(fl.daddr, fl.tos & IPTOS_RT_MASK, fl.scope, fl.oif)
+        res = t.lookup(fl.daddr, tos, fl.scope, fl.oif)
         if isinstance(res, int):
             if res == -errno.EAGAIN:
                 continue
@@ -234,11 +238,24 @@ def _uses_gateway(res: FibResult) -> int:
 
 
 def prefsrc_of(stack: Stack, res: FibResult) -> int:
-    """fib_result_prefsrc(): the route's src, else inet_select_addr(dev, gw, scope)."""
-    if res.info.prefsrc:
-        return res.info.prefsrc
+    """fib_result_prefsrc(): the route's src, else inet_select_addr(dev, gw, scope).
+
+    The kernel caches the answer in the nexthop (nh_saddr, nh_saddr_genid);
+    here a dict keyed by nexthop and scope, emptied by any change (stack.gen).
+    """
+    fi = res.info
+    if fi.prefsrc:
+        return fi.prefsrc
     nh = res.nh
-    return stack.select_addr(stack.by_index[nh.oif], nh.gw, res.info.scope)
+    cache = stack.saddr_cache
+    if stack.saddr_cache_gen != stack.gen.value:
+        cache.clear()
+        stack.saddr_cache_gen = stack.gen.value
+    key = (nh, fi.scope)
+    saddr = cache.get(key)
+    if saddr is None:
+        saddr = cache[key] = stack.select_addr(stack.by_index[nh.oif], nh.gw, fi.scope)
+    return saddr
 
 
 def _mkroute_output(stack: Stack, fl: Flow, res: FibResult | None, dev_out: Device, saddr: int,

@@ -121,6 +121,11 @@ _EXACT: tuple[tuple[str, Callable[[FibRule], int | None], Callable[[Flow], int]]
 )
 
 
+def _trivial(r: FibRule) -> bool:
+    return not (r.invert or r.iifname or r.oifname or r.mark_mask or r.src_len or r.dst_len or r.tos
+                or r.ip_proto or r.sport is not None or r.dport is not None)
+
+
 @dataclass(slots=True)
 class RuleIndex:
     """Candidate rules per selector, as sorted lists of positions in the rule list.
@@ -130,6 +135,8 @@ class RuleIndex:
     """
 
     always: list[int] = field(default_factory=list)
+    trivial: frozenset[int] = frozenset()  # rules without any selector: they always match
+    only_always: bool = True  # no rule is filed under a selector
     by_src: dict[int, dict[int, list[int]]] = field(default_factory=dict)
     by_dst: dict[int, dict[int, list[int]]] = field(default_factory=dict)
     by_mark: dict[int, dict[int, list[int]]] = field(default_factory=dict)
@@ -138,6 +145,7 @@ class RuleIndex:
     @classmethod
     def build(cls, rules: list[FibRule]) -> RuleIndex:
         ix = cls()
+        ix.trivial = frozenset(pos for pos, r in enumerate(rules) if _trivial(r))
         for pos, r in enumerate(rules):
             if r.invert:
                 ix.always.append(pos)
@@ -155,9 +163,12 @@ class RuleIndex:
                         break
                 else:
                     ix.always.append(pos)
+        ix.only_always = not (ix.by_src or ix.by_mark or ix.by_dst or any(ix.by_exact))
         return ix
 
     def candidates(self, fl: Flow) -> list[int]:
+        if self.only_always:
+            return self.always
         lists = [self.always]
         for plen, d in self.by_src.items():
             hit = d.get(fl.saddr & MASKS[plen])
