@@ -43,7 +43,7 @@ from ipgate.errors import NetlinkError  # noqa: E402
 from ipgate.inet import MASKS  # noqa: E402
 from ipgate.route.bulk import load_routes  # noqa: E402
 from ipgate.route.fib import FibTable  # noqa: E402
-from ipgate.route.lookup import fib_rules_lookup, route_output  # noqa: E402
+from ipgate.route.lookup import ROUTE_CACHE_MAX, fib_rules_lookup, route_output  # noqa: E402
 from ipgate.route.lpm import Dir248  # noqa: E402
 from ipgate.route.rules import Flow  # noqa: E402
 from ipgate.shell import Shell, load_script  # noqa: E402
@@ -242,9 +242,13 @@ def bench_route_output(st: Stack, small: Stack, addrs: list[int]) -> None:
         s_noix / s_full, f"target >= 300,000/s: {met}")
     row("route_output, full table + index", rate(k, s_full), f"a 5-route table {rate(k, s_small)}",
         s_small / s_full)
-    s_warm = timed(decide(st, cold=False))  # the flows of the cold run, now cached
+    # a working set the decision cache holds (ROUTE_CACHE_MAX entries)
+    hot = flows[: min(len(flows), ROUTE_CACHE_MAX // 2)]
+    for fl in hot:
+        route_output(st, fl)
+    s_warm = timed(lambda: [route_output(st, fl) for fl in hot]) * k / len(hot)
     met = "MET" if k / s_warm >= 3e5 else "MISSED"
-    row("route_output, same flows again (decision cache)", rate(k, s_warm), f"cold {rate(k, s_full)}",
+    row(f"route_output, {len(hot):,} flows seen before (cache)", rate(k, s_warm), f"cold {rate(k, s_full)}",
         s_full / s_warm, f"target >= 300,000/s: {met}")
     make = timed(lambda: [Flow(a) for a in addrs])
     row("  (building the Flow keys, not counted above)", rate(k, make), "", None)
@@ -253,7 +257,7 @@ def bench_route_output(st: Stack, small: Stack, addrs: list[int]) -> None:
 # -- (d) rules ------------------------------------------------------------------------
 def rule_lines(n: int, kind: str = "mix") -> list[str]:
     """n rules the way a policy-routing box grows them: per-customer sources, marks, destinations
-    ("mix"), or per-service port rules ("dport"), which RuleIndex does not file."""
+    ("mix"), or per-service port rules ("dport")."""
     out = []
     for i in range(n):
         tb = 100 + i % 10
@@ -349,15 +353,17 @@ def bench_rules(quick: bool) -> None:
         f"target <= 2x: {'MET' if o10k / o10 <= 2 else 'MISSED'}")
     per = add_secs / general
     row(f"`ip rule add`, first {general:,} rules", f"{add_secs:.1f} s", f"{per * 1e3:.2f} ms/rule", None,
-        "(RuleSet.add scans every rule)")
-    # RuleIndex files rules by source, mark, iif, destination; others are scanned
+        "")
+    # RuleIndex also files rules by oif, single port, ipproto and TOS
     port, _ = rpdb(10000, 0, kind="dport")
     few_port, _ = rpdb(10, 0, kind="dport")
     pflows = [Flow(f.daddr, iif=1, proto=6, dport=rng.randrange(1, 65535)) for f in flows[:200]]
+    fib_rules_lookup(port, pflows[0])  # build the rule index outside the timing
+    fib_rules_lookup(few_port, pflows[0])
     c_port = timed(lambda: [fib_rules_lookup(port, fl) for fl in pflows]) / len(pflows)
     c_few = timed(lambda: [fib_rules_lookup(few_port, fl) for fl in pflows]) / len(pflows)
     row("fib_rules_lookup, 10,000 `ipproto tcp dport` rules", f"{c_port * 1e6:.0f} us", f"10 such rules "
-        f"{c_few * 1e6:.1f} us", c_port / c_few, "(not indexed: linear)")
+        f"{c_few * 1e6:.1f} us", c_port / c_few, f"target <= 2x: {'MET' if c_port / c_few <= 2 else 'MISSED'}")
 
 
 # -- driver -----------------------------------------------------------------------------
