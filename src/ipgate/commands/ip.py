@@ -199,20 +199,24 @@ class IpCommand:
             words = split_line(line)
             if not words:
                 continue
-            try:
-                rc = self.do_cmd(words)
-            except Exit as e:
-                if e.fatal:
-                    raise
-                if e.message:
-                    self.o.error(e.message)
-                rc = e.status
+            rc = self._batch_cmd(words)
             if rc:
                 self.o.error(f"Command failed {path}:{lineno}")
                 status = 1
                 if not self.opts.force:
                     return 1
         return status
+
+    def _batch_cmd(self, words: list[str]) -> int:
+        """One line of a batch: its status, its error printed; a fatal exit ends the batch."""
+        try:
+            return self.do_cmd(words)
+        except Exit as e:
+            if e.fatal:
+                raise
+            if e.message:
+                self.o.error(e.message)
+            return e.status
 
     def _run_batch_bulk(self, path: str, lines: list[str]) -> int:
         """run_batch() without -force for big files: `route add P via G ...` lines go
@@ -226,17 +230,7 @@ class IpCommand:
 
         def other(lineno: int, line: str) -> None:
             words = split_line(line)
-            if not words:
-                return
-            try:
-                rc = self.do_cmd(words)
-            except Exit as e:
-                if e.fatal:
-                    raise
-                if e.message:
-                    self.o.error(e.message)
-                rc = e.status
-            if rc:
+            if words and self._batch_cmd(words):
                 failed.append(lineno)
                 raise ConfigError(path, lineno, "")
 
@@ -469,12 +463,10 @@ class IpCommand:
         if local is None:
             raise Exit(1, 'Not enough information: "local" argument is required.')
         addr, plen, _given = local
+        address = addr
         if peer is not None:
+            # with a peer, the prefix length belongs to the peer (ipaddr_modify)
             address, plen = peer[0], peer[1] if peer[2] else 32
-            if not local[2]:
-                pass
-        else:
-            address = addr
         bcast = 0
         if brd is not None:
             if brd in ("+", "-"):
@@ -487,10 +479,8 @@ class IpCommand:
             scope = RT_SCOPE_HOST if inet.is_loopback(addr) else RT_SCOPE_UNIVERSE
         ifa = IfAddr(local=addr, prefixlen=plen, address=address, broadcast=bcast, scope=scope,
                      label=label or d.name, flags=0x80 | flags, has_peer=peer is not None)
-        if replace:
-            for old in d.addrs:
-                if old.local == addr and old.prefixlen == plen:
-                    return 0
+        if replace and any(old.local == addr and old.prefixlen == plen for old in d.addrs):
+            return 0
         self.stack.addr_add(d, ifa)
         return 0
 
@@ -641,7 +631,7 @@ class IpCommand:
             nhs.append(nh)
         return nhs, i
 
-    def _route_args(self, args: list[str], delete: bool) -> tuple[FibConfig, dict[str, bool]]:
+    def _route_args(self, args: list[str]) -> tuple[FibConfig, dict[str, bool]]:
         cfg = FibConfig()
         seen: dict[str, bool] = {}
         type_given = False
@@ -744,7 +734,7 @@ class IpCommand:
 
     def route_modify(self, args: list[str], create: bool, excl: bool, replace: bool, append: bool,
                      delete: bool = False) -> int:
-        cfg, seen = self._route_args(args, delete)
+        cfg, seen = self._route_args(args)
         if cfg.table == 0:
             cfg.table = RT_TABLE_MAIN  # fib_new_table(net, 0)
         cfg.create, cfg.excl, cfg.replace, cfg.append = create, excl, replace, append
