@@ -307,3 +307,20 @@ def test_many_port_rules_are_indexed_and_still_first_match() -> None:
     assert sh.run_line("ip route get 203.0.113.1 ipproto tcp dport 2500").err == "RTNETLINK answers: Invalid argument\n"
     assert sh.run_line("ip route get 203.0.113.1 ipproto udp dport 1500").err == (
         "RTNETLINK answers: Network is unreachable\n")
+
+
+def test_multipath_choice_is_the_kernels() -> None:
+    # Expected nexthops captured from Linux 6.18 with fib_multipath_hash_seed=1
+    # (policy 0), weights 1/2/3: the siphash of flow_keys and the hash-threshold bounds.
+    sh = two_nics()
+    for line in ("sysctl -qw net.ipv4.fib_multipath_hash_seed=1", "ip addr add 203.0.113.1/24 dev eth1",
+                 "ip route add 10.0.0.0/8 nexthop via 192.0.2.254 weight 1 nexthop via 198.51.100.254 weight 2 "
+                 "nexthop via 203.0.113.254 dev eth1 weight 3"):
+        assert sh.run_line(line).status == 0
+    got = [out(sh, f"ip route get {d}").split()[2] for d in ("10.3.7.13", "10.6.14.26", "10.9.21.39")]
+    assert got == KERNEL_MP
+    # a source address prefers the nexthop that has it (fib_select_multipath since 6.16)
+    assert " via 198.51.100.254 " in out(sh, "ip route get 10.45.1.99 from 198.51.100.1")
+
+
+KERNEL_MP = ["192.0.2.254", "198.51.100.254", "203.0.113.254"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -98,6 +99,8 @@ def _gate_call(run_line: Callable[[str], compare.ResultLike], line: str) -> Resu
 
 def run_ipgate(case: Case, state: bool = False) -> SideRun:
     shell = load_shell_class()()
+    # the oracle pins the multipath hash key; with the same key ipgate must pick the same nexthops
+    _gate_call(shell.run_line, "sysctl -qw net.ipv4.fib_multipath_hash_seed=1")
     side = SideRun()
     side.config = [_gate_call(shell.run_line, line) for line in case.config]
     side.queries = [_gate_call(shell.run_line, f"ip -j route get {q}") for q in case.queries]
@@ -112,7 +115,9 @@ def compare_case(case: Case, k: SideRun, g: SideRun, state: bool = False,
     tables = compare.table_map(case.config)
     for i, (line, kr, gr) in enumerate(zip(case.config, k.config, g.config, strict=True)):
         rep.add(compare.compare_config_line(case.seed, i, line, kr, gr))
-    groups = compare.multipath_groups(k.routes_dump)
+    # Multipath choices are compared exactly (same hash key on both sides);
+    # IPGATE_DIFF_MP_TOLERANT=1 brings back the old tolerance for experiments.
+    groups = compare.multipath_groups(k.routes_dump) if os.environ.get("IPGATE_DIFF_MP_TOLERANT") else []
     for i, (q, kr, gr) in enumerate(zip(case.queries, k.queries, g.queries, strict=True)):
         mm, note = compare.compare_query(case.seed, i, q, kr, gr, tables, groups, check_order)
         rep.add(mm)

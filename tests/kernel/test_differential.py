@@ -140,9 +140,9 @@ def test_compare_normalises_tables_tos_and_multipath() -> None:
 
 # -- kernel vs ipgate ------------------------------------------------------------------
 
-# Agreement measured when this floor was set (2026-11-22, 100 seeds x 50 queries): 99.8%.
+# Agreement measured when this floor was set (2026-11-22, 100 seeds x 50 queries, multipath exact): 99.9%.
 # Raise it as deviations are fixed; IPGATE_DIFF_STRICT=1 demands 100% per seed.
-AGREEMENT_FLOOR = 0.995
+AGREEMENT_FLOOR = 0.998
 
 
 @netns

@@ -1080,9 +1080,9 @@ class IpCommand:
             hi = int(hi_s, 0) if dash else lo
         except ValueError:
             raise _invarg(f'invalid "{what}"\n', arg) from None
-        if not (0 <= lo <= 65535 and 0 <= hi <= 65535) or lo > hi:
+        if not (0 <= lo <= 65535 and 0 <= hi <= 65535):
             raise _invarg(f'invalid "{what}"\n', arg)
-        return lo, hi
+        return lo, hi  # a reversed range is the kernel's to refuse
 
     def rule_modify(self, args: list[str], add: bool) -> int:
         r = FibRule(action=0, table=0)
@@ -1187,7 +1187,7 @@ class IpCommand:
                 raise NetlinkError(errno.EINVAL, "Invalid tos")
             # fib_rule_port_range_valid(): 0 and 65535 are not valid bounds
             for name, rng in (("sport", r.sport), ("dport", r.dport)):
-                if rng is not None and (rng[0] == 0 or rng[1] == 0xFFFF):
+                if rng is not None and (rng[0] == 0 or rng[1] == 0xFFFF or rng[0] > rng[1]):
                     raise NetlinkError(errno.EINVAL, f"Invalid {name} range")
             if not user_pref:
                 r.pref = rules.default_pref()

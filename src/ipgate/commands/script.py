@@ -160,12 +160,13 @@ def set_sysctl(stack: Stack, key: str, value: str) -> None:
 
 
 def do_sysctl(stack: Stack, words: list[str], o: Output) -> int:
-    args = [w for w in words[1:] if w not in ("-w", "-q")]
+    flags = "".join(w[1:] for w in words[1:] if w.startswith("-"))  # -w, -q, -qw ...
+    args = [w for w in words[1:] if not w.startswith("-")]
     for a in args:
         if "=" in a:
             k, _, v = a.partition("=")
             set_sysctl(stack, k.strip().replace("/", "."), v)
-            if "-q" not in words:
+            if "q" not in flags:
                 o.print(f"{k.strip()} = {v.strip()}")
         else:
             key = a.replace("/", ".")

@@ -31,7 +31,7 @@ from ipgate.inet import (
     is_zeronet,
 )
 from ipgate.link.device import LOOPBACK_IFINDEX, Device
-from ipgate.route.fib import FibResult
+from ipgate.route.fib import FibNh, FibResult
 from ipgate.route.multipath import select_multipath
 from ipgate.route.rules import (
     FR_ACT_BLACKHOLE,
@@ -224,7 +224,8 @@ def _route_output(stack: Stack, fl: Flow) -> Route:
         raise NetlinkError(errno.EINVAL)
 
     if not oif and len(res.info.nhs) > 1:
-        res = select_multipath(stack, res, fl.saddr or saddr, fl.daddr, fl)
+        # the probe skb of `ip route get` carries the given source (0 if none)
+        res = select_multipath(stack, res, fl.saddr, fl.daddr, fl, prefer_saddr=True)
     if not saddr:
         saddr = prefsrc_of(stack, res)
     dev = stack.by_index[res.nh.oif]
@@ -246,15 +247,19 @@ def prefsrc_of(stack: Stack, res: FibResult) -> int:
     fi = res.info
     if fi.prefsrc:
         return fi.prefsrc
-    nh = res.nh
+    return nh_saddr(stack, res.nh, fi.scope)
+
+
+def nh_saddr(stack: Stack, nh: FibNh, scope: int) -> int:
+    """fib_info_update_nhc_saddr(): a nexthop's source, cached until the next change."""
     cache = stack.saddr_cache
     if stack.saddr_cache_gen != stack.gen.value:
         cache.clear()
         stack.saddr_cache_gen = stack.gen.value
-    key = (nh, fi.scope)
+    key = (nh, scope)
     saddr = cache.get(key)
     if saddr is None:
-        saddr = cache[key] = stack.select_addr(stack.by_index[nh.oif], nh.gw, fi.scope)
+        saddr = cache[key] = stack.select_addr(stack.by_index[nh.oif], nh.gw, scope)
     return saddr
 
 
