@@ -177,7 +177,7 @@ class Stack:
             if ifa in d.addrs:
                 self.addr_del(d, ifa)
         for t in self.tables.values():
-            t.flush_if(lambda p, n, fa: any(nh.oif == d.ifindex for nh in fa.info.nhs))
+            t.flush_aliases(lambda fa: any(nh.oif == d.ifindex for nh in fa.info.nhs))
         del self.devices[d.name]
         del self.by_index[d.ifindex]
         self.down.discard(d.ifindex)
@@ -219,7 +219,7 @@ class Stack:
             # multipath routes keep their nexthops on d, marked dead.
             self.down.add(d.ifindex)
             for t in self.tables.values():
-                t.flush_if(lambda p, n, fa: _all_nhs_dead(fa, self.down))
+                t.flush_aliases(lambda fa: _all_nhs_dead(fa, self.down))
         self.addr_genid += 1
         self.gen.bump()
 
@@ -282,7 +282,7 @@ class Stack:
             # (fib_disable_ip(dev, NETDEV_DOWN, force)): every route through d dies.
             idx = d.ifindex
             for t in self.tables.values():
-                t.flush_if(lambda p, n, fa: bool(fa.info.nhs) and all(nh.oif == idx for nh in fa.info.nhs))
+                t.flush_aliases(lambda fa: bool(fa.info.nhs) and all(nh.oif == idx for nh in fa.info.nhs))
 
     def _unlink(self, d: Device, ifa: IfAddr) -> None:
         devinet.unlink(d, ifa)
@@ -365,7 +365,7 @@ class Stack:
         """fib_sync_down_addr() + fib_flush(): main-table routes whose prefsrc vanished die."""
         t = self.tables.get(RT_TABLE_MAIN)
         if t is not None:
-            t.flush_if(lambda p, n, fa: fa.info.prefsrc == local)
+            t.flush_aliases(lambda fa: fa.info.prefsrc == local)
 
     def fib_magic(self, add: bool, rtype: int, dst: int, plen: int, oif: int, prefsrc: int) -> None:
         """fib_magic(): the routes the kernel maintains for addresses."""

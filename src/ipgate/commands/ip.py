@@ -149,6 +149,7 @@ class IpCommand:
         self.o = out
         self.opts = Opts()
         self._hide_table = False
+        self._text_cache: dict[tuple[int, FibAlias], list[str]] = {}
 
     # -- entry -----------------------------------------------------------
     def run(self, argv: list[str]) -> int:
@@ -864,11 +865,20 @@ class IpCommand:
         return out
 
     def route_text(self, tb: int, p: int, n: int, fa: FibAlias) -> str:
+        # Routes share their (interned) aliases: format each alias once per listing.
+        key = (tb, fa)
+        head_tail = self._text_cache.get(key)
+        if head_tail is None:
+            head_tail = self._text_cache[key] = self._route_text(tb, fa).split("\0", 1)
+        return head_tail[0] + ("default" if n == 0 else inet.prefix_str(p, n)) + head_tail[1]
+
+    def _route_text(self, tb: int, fa: FibAlias) -> str:
+        """print_route() with "\0" where the destination goes."""
         fi = fa.info
         parts: list[str] = []
         if fa.type != RTN_UNICAST:
             parts.append(RTN_NAMES[fa.type])
-        parts.append("default" if n == 0 else inet.prefix_str(p, n))
+        parts.append("\0")
         if fa.tos:
             parts += ["tos", dsfield_name(fa.tos)]
         single = len(fi.nhs) == 1

@@ -328,21 +328,66 @@ class FibTable:
         self._store(prefix, plen, tuple(leaf))
 
     def flush_if(self, pred: AliasPredicate) -> list[tuple[int, int, FibAlias]]:
-        """Remove every route for which pred(prefix, plen, alias) holds."""
-        gone = [(p, n, fa) for p, n, fa in list(self.entries()) if pred(p, n, fa)]
-        for p, n, fa in gone:
-            self.remove(p, n, fa)
+        """Remove every route for which pred(prefix, plen, alias) holds (fib_flush()).
+
+        Emptied prefixes are deleted in one sweep; when many go, the LPM index is
+        dropped and rebuilt once instead of being updated prefix by prefix.
+        """
+        gone: list[tuple[int, int, FibAlias]] = []
+        emptied: list[tuple[int, int]] = []
+        partial: list[tuple[int, int, tuple[FibAlias, ...]]] = []
+        for n in self._plens:
+            for p, leaf in self._by_len[n].items():
+                if len(leaf) == 1:
+                    if pred(p, n, leaf[0]):
+                        gone.append((p, n, leaf[0]))
+                        emptied.append((p, n))
+                    continue
+                keep = tuple(fa for fa in leaf if not pred(p, n, fa))
+                if len(keep) != len(leaf):
+                    gone.extend((p, n, fa) for fa in leaf if all(fa is not k for k in keep))
+                    partial.append((p, n, keep))
+        if not gone:
+            return gone
+        self.gen.bump()
+        for _p, n, fa in gone:
+            self._account(fa, n, -1)
+        index = self.index
+        rebuild = index is not None and len(emptied) > 4096
+        if rebuild:
+            self.index = None
+        for p, n in emptied:
+            del self._by_len[n][p]
+            if self.index is not None:
+                self.index.delete(p, n)
+        self._plens = [n for n in self._plens if self._by_len[n]]
+        for p, n, leaf in partial:
+            self._store(p, n, leaf)
+        if rebuild and index is not None:
+            self.attach_index(index)
         return gone
+
+    def flush_aliases(self, pred: Callable[[FibAlias], bool]) -> list[tuple[int, int, FibAlias]]:
+        """flush_if() for a test on the route alone: asked once per distinct (interned) alias."""
+        memo: dict[int, bool] = {}  # by id(): hashing a dataclass alias is slow, and they are interned
+
+        def once(p: int, n: int, fa: FibAlias) -> bool:
+            hit = memo.get(id(fa))
+            if hit is None:
+                hit = memo[id(fa)] = pred(fa)
+            return hit
+
+        return self.flush_if(once)
 
     def attach_index(self, index: LpmIndex) -> None:
         index.build((p, n) for n in self._plens for p in self._by_len[n])
         self.index = index
 
     def add_fresh(self, plen: int, prefixes: list[int], leaves: list[tuple[FibAlias, ...]]) -> None:
-        self.gen.bump()
         """insert() of many new routes of one length (route/bulk.py): prefixes[i]
         gets leaves[i], as insert() would leave it (interned aliases and leaf).
         The caller guarantees that no prefix is present yet or repeated."""
+        self.gen.bump()
         d = self._by_len[plen]
         d.update(zip(prefixes, leaves, strict=True))
         if d and plen not in self._plens:
