@@ -41,7 +41,7 @@ def dump(st: Stack) -> str:
     out += repr(sorted((tb, len(t), t.num_default) for tb, t in st.tables.items()))
     # and whatever else route_add() might touch (flags, counters...)
     return out + repr(sorted((k, repr(v.rules if isinstance(v, RuleSet) else v)) for k, v in vars(st).items()
-                             if k not in ("tables", "interner", "gen", "route_cache", "route_cache_gen")))
+                             if k not in ("tables", "interner", "gen", "route_cache", "route_cache_gen", "netfilter")))
 
 
 def gen(rng: random.Random, n: int) -> list[str]:

@@ -60,6 +60,11 @@ class Shell:
             from ipgate.commands.nettools_route import route
 
             return int(route(self.stack, args, o))
+        if prog in ("iptables", "iptables-legacy", "iptables-save", "iptables-legacy-save",
+                    "iptables-restore", "iptables-legacy-restore"):
+            from ipgate.commands.iptables import run_program
+
+            return run_program(self.stack.netfilter, prog, args, o)
         if prog == "echo":
             return do_echo(self.stack, words, o)
         if prog == "printf":

@@ -34,6 +34,7 @@ from ipgate.inet import (
 )
 from ipgate.link import devinet
 from ipgate.link.device import IFA_F_NOPREFIXROUTE, LOOPBACK_IFINDEX, Device, IfAddr
+from ipgate.netfilter import Netfilter
 from ipgate.route.config import FibConfig, NhConfig
 from ipgate.route.fib import (
     FIB_PROPS,
@@ -90,6 +91,7 @@ class Stack:
         self.rules = RuleSet(self.gen)
         self.sysctl: dict[str, int] = dict(SYSCTL_DEFAULTS)
         self.rt_tables: dict[int, str] = dict(DEFAULT_RT_TABLES)
+        self.netfilter = Netfilter()  # iptables tables; the packet engine (issue 3) will read them
         self.addr_genid = 0
         self.saddr_cache: dict[tuple[FibNh, int], int] = {}  # see route.lookup.prefsrc_of
         self.saddr_cache_gen = -1
