@@ -65,6 +65,11 @@ class Shell:
             from ipgate.commands.iptables import run_program
 
             return run_program(self.stack.netfilter, prog, args, o)
+        if prog == "conntrack":
+            from ipgate.commands.conntrack import conntrack
+
+            # Offline there is no clock: entries are listed as of time 0.
+            return conntrack(self.stack.conntrack, args, o, 0.0)
         if prog == "echo":
             return do_echo(self.stack, words, o)
         if prog == "printf":

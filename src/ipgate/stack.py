@@ -12,6 +12,7 @@ import errno
 import hashlib
 from collections.abc import Iterator
 
+from ipgate.conntrack.table import ConntrackTable
 from ipgate.errors import NetlinkError
 from ipgate.inet import (
     INADDR_BROADCAST,
@@ -92,6 +93,7 @@ class Stack:
         self.sysctl: dict[str, int] = dict(SYSCTL_DEFAULTS)
         self.rt_tables: dict[int, str] = dict(DEFAULT_RT_TABLES)
         self.netfilter = Netfilter()  # iptables tables; the packet engine (issue 3) will read them
+        self.conntrack = ConntrackTable()  # connection tracking; fed by the packet engine (issue 3)
         self.addr_genid = 0
         self.saddr_cache: dict[tuple[FibNh, int], int] = {}  # see route.lookup.prefsrc_of
         self.saddr_cache_gen = -1

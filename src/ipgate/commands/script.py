@@ -156,6 +156,15 @@ def set_sysctl(stack: Stack, key: str, value: str) -> None:
         raise Exit(1, f"sysctl: invalid value {value!r} for {key}") from None
     if not key.startswith("net."):
         raise Exit(1, f"sysctl: cannot stat /proc/sys/{key.replace('.', '/')}: No such file or directory")
+    if key.startswith(("net.netfilter.", "net.ipv4.netfilter.")):
+        # conntrack's own settings (nf_conntrack_max, timeouts; old ip_conntrack_* names)
+        try:
+            stack.conntrack.sysctl.set(key, num)
+        except KeyError:
+            raise Exit(1, f"sysctl: cannot stat /proc/sys/{key.replace('.', '/')}: No such file or directory") from None
+        except ValueError as e:
+            raise Exit(1, f"sysctl: {e}") from None
+        return
     stack.set_sysctl(key, num)
 
 
