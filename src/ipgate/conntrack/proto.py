@@ -20,7 +20,6 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ipgate.conntrack.checksum import Buf, l4_checksum_ok
 from ipgate.conntrack.conn import (
     IP_CT_IS_REPLY,
     IP_CT_RELATED,
@@ -55,6 +54,8 @@ from ipgate.conntrack.tuple import (
     NR_ICMP_TYPES,
     invert_key,
 )
+from ipgate.packet.checksum import Buffer as Buf
+from ipgate.packet.checksum import l4_checksum_ok
 
 if TYPE_CHECKING:
     from ipgate.conntrack.table import ConntrackTable

@@ -42,7 +42,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ipgate.conntrack.checksum import Buf
 from ipgate.conntrack.conn import (
     IP_CT_ESTABLISHED,
     IP_CT_ESTABLISHED_REPLY,
@@ -90,6 +89,7 @@ from ipgate.conntrack.tuple import (
     Tuple,
     invert_key,
 )
+from ipgate.packet.checksum import Buffer as Buf
 
 # No connection: the packet is INVALID (the kernel leaves skb->_nfct empty).
 CT_INVALID = -1

@@ -35,7 +35,6 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from ipgate.conntrack.checksum import Buf, l4_checksum_ok
 from ipgate.conntrack.conn import (
     IP_CT_IS_REPLY,
     IPCT_ASSURED,
@@ -68,6 +67,8 @@ from ipgate.conntrack.sysctl import (
     TCP_CONNTRACK_TIME_WAIT,
     TCP_CONNTRACK_UNACK,
 )
+from ipgate.packet.checksum import Buffer as Buf
+from ipgate.packet.checksum import l4_checksum_ok
 
 if TYPE_CHECKING:
     from ipgate.conntrack.table import ConntrackTable

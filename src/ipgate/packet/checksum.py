@@ -122,3 +122,21 @@ def csum_apply(check: int, delta: int) -> int:
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
+
+
+def l4_checksum_ok(pkt: Buffer, dataoff: int, l4len: int, proto: int, pseudo: bool = True) -> bool:
+    """nf_checksum(): True when the TCP/UDP (with pseudo-header) or ICMP checksum verifies.
+
+    The one's-complement sum of 16-bit words is congruent to the big-endian
+    integer of the bytes modulo 0xFFFF (65536 = 1 mod 65535), so a segment is
+    intact when that integer is 0 mod 0xFFFF: one int.from_bytes, one modulo.
+    """
+    mv = memoryview(pkt)
+    data = bytes(mv[dataoff:dataoff + l4len])
+    if l4len & 1:
+        data += b"\0"
+    total = int.from_bytes(data, "big")
+    if pseudo:
+        # saddr, daddr (IPv4 header bytes 12..20), zero, protocol, length.
+        total += int.from_bytes(mv[12:20], "big") + proto + l4len
+    return total % 0xFFFF == 0
