@@ -39,9 +39,13 @@ def dump(st: Stack) -> str:
     out = sh.run_line("ip route show table all").out
     out += sh.run_line("ip -d -j route show table all").out
     out += repr(sorted((tb, len(t), t.num_default) for tb, t in st.tables.items()))
-    # and whatever else route_add() might touch (flags, counters...)
+    # and whatever else route_add() might touch (flags, counters...); caches and the
+    # packet-path state (netfilter, conntrack) are not the routes' business
     return out + repr(sorted((k, repr(v.rules if isinstance(v, RuleSet) else v)) for k, v in vars(st).items()
-                             if k not in ("tables", "interner", "gen", "route_cache", "route_cache_gen", "netfilter")))
+                             if k not in NOT_COMPARED))
+
+
+NOT_COMPARED = ("tables", "interner", "gen", "route_cache", "route_cache_gen", "netfilter", "conntrack")
 
 
 def gen(rng: random.Random, n: int) -> list[str]:
