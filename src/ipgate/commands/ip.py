@@ -43,7 +43,19 @@ from ipgate.inet import (
     SCOPE_NAMES,
     ntoa,
 )
-from ipgate.link.device import IFA_F_NOPREFIXROUTE, IFA_F_SECONDARY, Device, IfAddr
+from ipgate.link.device import (
+    IFA_F_NOPREFIXROUTE,
+    IFA_F_SECONDARY,
+    IFF_BROADCAST,
+    IFF_LOOPBACK,
+    IFF_MULTICAST,
+    IFF_NOARP,
+    IFF_POINTOPOINT,
+    IFF_RUNNING,
+    IFF_UP,
+    Device,
+    IfAddr,
+)
 from ipgate.route.config import FibConfig, NhConfig
 from ipgate.route.fib import RTNH_F_ONLINK, FibAlias, FibNh
 from ipgate.route.lookup import Route, route_input, route_output
@@ -1406,19 +1418,14 @@ def _fnmatch(name: str, pat: str) -> bool:
 
 # -- device and address printing (ipaddress.c) -----------------------------
 
+# print_link_flags() order; LOWER_UP is the carrier (IFF_RUNNING here).
+_FLAG_WORDS = ((IFF_LOOPBACK, "LOOPBACK"), (IFF_BROADCAST, "BROADCAST"), (IFF_POINTOPOINT, "POINTOPOINT"),
+               (IFF_MULTICAST, "MULTICAST"), (IFF_NOARP, "NOARP"), (IFF_UP, "UP"), (IFF_RUNNING, "LOWER_UP"))
+
+
 def _flag_words(d: Device) -> list[str]:
-    w = []
-    if d.loopback:
-        w.append("LOOPBACK")
-    elif d.kind == "tun":
-        w += ["POINTOPOINT", "MULTICAST", "NOARP"]
-    elif d.kind == "dummy":
-        w += ["BROADCAST", "NOARP"]
-    else:
-        w += ["BROADCAST", "MULTICAST"]
-    if d.up:
-        w += ["UP", "LOWER_UP"]
-    return w
+    f = d.flags
+    return [word for bit, word in _FLAG_WORDS if f & bit]
 
 
 def _state(d: Device) -> str:

@@ -201,8 +201,7 @@ def _route_output(stack: Stack, fl: Flow) -> Route:
     if not fl.daddr:
         daddr = saddr or INADDR_LOOPBACK
         lo = stack.by_index[LOOPBACK_IFINDEX]
-        fl2 = Flow(daddr, daddr, fl.iif, LOOPBACK_IFINDEX, fl.mark, fl.tos, fl.proto, fl.sport, fl.dport)
-        return Route(RTN_LOCAL, daddr, fl.saddr, daddr, lo, 0, 0, False, 0, ("local",), None, -1, fl2.mark)
+        return Route(RTN_LOCAL, daddr, fl.saddr, daddr, lo, 0, 0, False, 0, ("local",), None, -1, fl.mark)
 
     res, pref = fib_rules_lookup(stack, Flow(fl.daddr, saddr, fl.iif or LOOPBACK_IFINDEX, oif, fl.mark,
                                              fl.tos, fl.proto, fl.sport, fl.dport, fl.scope))
