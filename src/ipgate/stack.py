@@ -12,6 +12,7 @@ import errno
 import hashlib
 from collections.abc import Iterator
 
+from ipgate.conntrack.helper import HelperRegistry
 from ipgate.conntrack.table import ConntrackTable
 from ipgate.errors import NetlinkError
 from ipgate.inet import (
@@ -94,6 +95,7 @@ class Stack:
         self.rt_tables: dict[int, str] = dict(DEFAULT_RT_TABLES)
         self.netfilter = Netfilter()  # iptables tables; the packet engine (issue 3) will read them
         self.conntrack = ConntrackTable()  # connection tracking; fed by the packet engine (issue 3)
+        self.ct_helpers = HelperRegistry()  # loaded conntrack helpers (modprobe nf_conntrack_ftp ...)
         self.addr_genid = 0
         self.saddr_cache: dict[tuple[FibNh, int], int] = {}  # see route.lookup.prefsrc_of
         self.saddr_cache_gen = -1
