@@ -154,21 +154,26 @@ def _remember(stack: Stack, key: object, answer: Route | NetlinkError) -> None:
     cache[key] = answer
 
 
-def route_output(stack: Stack, fl: Flow) -> Route:
-    """ip_route_output_key_hash_rcu() for a locally generated packet (cached)."""
-    hit = _cached(stack, fl)
+def route_output(stack: Stack, fl: Flow, anysrc: bool = False) -> Route:
+    """ip_route_output_key_hash_rcu() for a locally generated packet (cached).
+
+    `anysrc` is FLOWI_FLAG_ANYSRC: the source need not be ours (packets sent
+    on behalf of another host, like REJECT's resets).
+    """
+    key: object = (fl, 1) if anysrc else fl
+    hit = _cached(stack, key)
     if hit is not None:
         return hit
     try:
-        r = _route_output(stack, fl)
+        r = _route_output(stack, fl, anysrc)
     except NetlinkError as e:
-        _remember(stack, fl, e)
+        _remember(stack, key, e)
         raise
-    _remember(stack, fl, r)
+    _remember(stack, key, r)
     return r
 
 
-def _route_output(stack: Stack, fl: Flow) -> Route:
+def _route_output(stack: Stack, fl: Flow, anysrc: bool = False) -> Route:
     """ip_route_output_key_hash_rcu() for a locally generated packet."""
     saddr = fl.saddr
     oif = fl.oif
@@ -181,7 +186,7 @@ def _route_output(stack: Stack, fl: Flow) -> Route:
             if dev_out is None:
                 raise NetlinkError(errno.ENETUNREACH)
             return _mkroute_output(stack, fl, None, dev_out, saddr, 0, -1)
-        if stack.dev_find(saddr) is None:
+        if not anysrc and stack.dev_find(saddr) is None:
             raise NetlinkError(errno.ENETUNREACH)
     if oif:
         dev_out = stack.by_index.get(oif)
