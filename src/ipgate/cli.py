@@ -9,7 +9,7 @@ from pathlib import Path
 from ipgate.shell import ScriptErrors, Shell, load_script
 from ipgate.stack import Stack
 
-TOOLS = ("ip", "ifconfig", "route", "sysctl", "iptables", "iptables-save", "iptables-restore", "conntrack")
+TOOLS = ("ip", "ifconfig", "route", "sysctl", "iptables", "iptables-save", "iptables-restore", "conntrack", "trace")
 
 
 def load(path: str, keep_going: bool = False) -> Stack:
@@ -24,11 +24,14 @@ def main(argv: list[str] | None = None) -> int:
         config = argv[1]
         argv = argv[2:]
     if not argv:
-        print("usage: ipgate [-c FILE] {ip|ifconfig|route|sysctl} ... | ipgate check FILE | ipgate demo",
+        print("usage: ipgate [-c FILE] {ip|ifconfig|route|sysctl} ... | ipgate check FILE | ipgate demo"
+              " | ipgate -c FILE replay IN -o OUT.pcapng",
               file=sys.stderr)
         return 2
     if argv[0] == "check":
         return cmd_check(argv[1:])
+    if argv[0] == "replay":
+        return cmd_replay(config, argv[1:])
     if argv[0] == "demo":
         from ipgate.demo import run_demo
 
@@ -65,6 +68,35 @@ def cmd_check(argv: list[str]) -> int:
         print(f"ipgate: {a.file}: {e.strerror}", file=sys.stderr)
         return 1
     print(f"{a.file}: OK")
+    return 0
+
+
+def cmd_replay(config: str | None, argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ipgate replay")
+    p.add_argument("capture", help="pcap or pcapng file to replay")
+    p.add_argument("-o", "--output", required=True, help="pcapng file for the packets that leave")
+    p.add_argument("--iif", help="receive every packet on this interface (needed for pcap files)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is no terminal")
+    a = p.parse_args(argv)
+    from ipgate.packet.pcap import PcapError
+    from ipgate.replay import ReplayError, replay_file
+
+    try:
+        stack = load(config) if config else Stack()
+        summary = replay_file(stack, a.capture, a.output, iif=a.iif, progress=a.progress or sys.stderr.isatty())
+    except ScriptErrors as e:
+        print(e, file=sys.stderr)
+        return 1
+    except PcapError as e:
+        print(f"ipgate replay: {a.capture}: {e}", file=sys.stderr)
+        return 1
+    except ReplayError as e:
+        print(f"ipgate replay: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"ipgate replay: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
+    sys.stdout.write(summary.format())
     return 0
 
 

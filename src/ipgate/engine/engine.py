@@ -124,6 +124,8 @@ class Engine:
         self._out: list[Result] = []
         self._ip_id = 0
         self._peers: dict[int, list[float]] = {}  # inet_peer rate tokens: saddr -> [tokens, last]
+        self._stack_gen = -1
+        self._addrs: set[tuple[int, int]] = set()
         from ipgate.engine.fastpath import FastPath
 
         self.fastpath = FastPath(self)
@@ -214,6 +216,26 @@ class Engine:
             for t in nf.tables.values() for c in t.chains.values() for r in c.rules for m in (*r.matches, None))
         self.fastpath.flush()
 
+    def _sync_stack(self) -> None:
+        """masq_inet_event()/masq_device_event(): an address gone or a device down kills the
+        connections masqueraded with it (their replies could never come back)."""
+        stack = self.stack
+        if stack.gen.value == self._stack_gen:
+            return
+        self._stack_gen = stack.gen.value
+        addrs = {(d.ifindex, a.local) for d in stack.devices.values() if d.up for a in d.addrs}
+        gone = self._addrs - addrs
+        self._addrs = addrs
+        if not gone or not len(self.conntrack):
+            return
+        dead_devs = {i for i, _ in gone} - {i for i, _ in addrs}
+        for ct in list(self.conntrack.entries(self.now)):
+            ext = ct.ext
+            if ext is None or not ext.masq_index:
+                continue
+            if ext.masq_index in dead_devs or (ext.masq_index, ct.reply.dst) in gone:
+                self.conntrack.kill(ct, self.now)
+
     def conntrack_enabled(self) -> bool:
         self._sync_tables()
         return self._ct_on or bool(self.stack.ct_helpers.ports)
@@ -229,6 +251,7 @@ class Engine:
     # -- PREROUTING and input routing -------------------------------------------------
     def _prerouting(self, skb: Skb) -> None:
         self._sync_tables()
+        self._sync_stack()
         ct_on = self._ct_on or bool(self.stack.ct_helpers.ports)
         if ct_on and skb.is_fragment:
             skb2 = self._defrag(skb, IP_DEFRAG_CONNTRACK_IN)
@@ -405,6 +428,7 @@ class Engine:
     def _local_out(self, skb: Skb, oif: int = 0, anysrc: bool = False) -> None:
         """ip_route_output + __ip_local_out(): OUTPUT hooks, then POSTROUTING."""
         self._sync_tables()
+        self._sync_stack()
         rt = self._route_out(skb, oif, anysrc)
         if rt is None:
             return
