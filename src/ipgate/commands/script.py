@@ -156,6 +156,12 @@ def set_sysctl(stack: Stack, key: str, value: str) -> None:
         raise Exit(1, f"sysctl: invalid value {value!r} for {key}") from None
     if not key.startswith("net."):
         raise Exit(1, f"sysctl: cannot stat /proc/sys/{key.replace('.', '/')}: No such file or directory")
+    if key == "net.netfilter.nf_conntrack_helper":
+        # automatic helper assignment by port (ipgate's default 1, as before Linux 4.7; see NOTES.md)
+        if num not in (0, 1):
+            raise Exit(1, f"sysctl: setting key \"{key}\": Invalid argument")
+        stack.ct_helpers.auto_assign = bool(num)
+        return
     if key.startswith(("net.netfilter.", "net.ipv4.netfilter.")):
         # conntrack's own settings (nf_conntrack_max, timeouts; old ip_conntrack_* names)
         try:

@@ -19,6 +19,7 @@ from ipgate.conntrack.tuple import IP_CT_DIR_ORIGINAL, IP_CT_DIR_REPLY, IPPROTO_
 
 if TYPE_CHECKING:
     from ipgate.conntrack.expect import Expectation
+    from ipgate.nat.seqadj import SeqAdj
 
 # enum ip_conntrack_status (uapi/linux/netfilter/nf_conntrack_common.h)
 IPS_EXPECTED = 1 << 0
@@ -89,7 +90,7 @@ def intern_status(value: int) -> int:
 class ConnExt:
     """The rarely present parts of a connection (struct nf_ct_ext and friends)."""
 
-    __slots__ = ("helper", "master", "expectations", "masq_index", "secmark", "zone", "labels", "data")
+    __slots__ = ("helper", "master", "expectations", "masq_index", "secmark", "zone", "labels", "data", "seqadj")
 
     def __init__(self) -> None:
         self.helper: str | None = None            # nf_conn_help.helper (by name)
@@ -100,6 +101,7 @@ class ConnExt:
         self.zone = 0
         self.labels = 0
         self.data: Any = None                     # helper private data
+        self.seqadj: SeqAdj | None = None         # nf_conn_seqadj (NAT helpers' TCP sequence offsets)
 
 
 class Conn:

@@ -77,6 +77,9 @@ class ExpectTable:
         self._stats = stats
         self._max = max_
         self.count = 0
+        # The time of the last find(): ConntrackTable calls an expectfn as expectfn(ct, exp)
+        # right after it, so this is the time the expected connection is set up at.
+        self.now = 0.0
 
     def __len__(self) -> int:
         return self.count
@@ -95,8 +98,10 @@ class ExpectTable:
         for other in list(self._by_dst.get(dkey, ())):
             if other.timeout <= now:
                 self.unlink(other)
-            elif _expect_matches(other, exp):
-                if other.cls != exp.cls or other.master is not master:
+            elif other.master is master and _expect_matches(other, exp):
+                # master_matches() && expect_matches(): another master's identical
+                # expectation is a clash (EBUSY) below, as in Linux >= 5.3.
+                if other.cls != exp.cls:
                     return -errno.EALREADY
                 self.unlink(other)  # same expectation again: replace it
             elif _expect_clash(other, exp):
@@ -118,6 +123,7 @@ class ExpectTable:
 
     def find(self, key: int, now: float) -> Expectation | None:
         """nf_ct_find_expectation(..., unlink=True)."""
+        self.now = now
         lst = self._by_dst.get(_dst_part(key))
         if not lst:
             return None

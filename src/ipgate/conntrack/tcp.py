@@ -365,7 +365,7 @@ def _log_invalid(table: ConntrackTable, sender: IpCtTcpState, ret: int, msg: str
 
 
 def tcp_in_window(table: ConntrackTable, st: IpCtTcp, direction: int, index: int,
-                  th: TcpSeg) -> tuple[int, str]:
+                  th: TcpSeg, ct: Conn | None = None) -> tuple[int, str]:
     """tcp_in_window(): the four bounds of window tracking (see the module docstring).
 
     before(a, b) is written inline as ``(a - b) & M >= H`` and after(a, b) as
@@ -384,7 +384,12 @@ def tcp_in_window(table: ConntrackTable, st: IpCtTcp, direction: int, index: int
 
     if receiver.flags & IP_CT_TCP_FLAG_SACK_PERM and th.doff > 5:
         sack = tcp_sack(th, sack)
-    # NAT sequence adjustment (nf_ct_seq_offset) belongs to the helpers' seqadj: offset 0 here.
+    # NAT helpers moved the other side's data: take their offset off the ACK and SACK (nf_ct_seq_offset)
+    adj = ct.ext.seqadj if ct is not None and ct.ext is not None else None
+    if adj is not None:
+        off = adj.offset(1 - direction, (ack - 1) & M)
+        ack = (ack - off) & M
+        sack = (sack - off) & M
 
     if sender.td_maxwin == 0:
         # Initialize sender data.
@@ -652,7 +657,7 @@ def tcp_packet(table: ConntrackTable, ct: Conn, th: TcpSeg, ctinfo: int, now: fl
             return -NF_ACCEPT, reason
 
     if not skip_window:
-        res, reason = tcp_in_window(table, st, direction, index, th)
+        res, reason = tcp_in_window(table, st, direction, index, th, ct)
         if res == NFCT_TCP_IGNORE:
             ct.proto = st.dump()
             return NF_ACCEPT, reason

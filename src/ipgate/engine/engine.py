@@ -96,11 +96,21 @@ ICMP_ECHO = 8
 ICMP_FRAG_NEEDED = 4
 ICMP_PKT_FILTERED = 13
 XRLIM_BURST_FACTOR = 6
-IP_RT_ERROR_COST = 1.0  # ip_rt_error_cost: HZ (one second)
-IP_RT_ERROR_BURST = 5.0  # ip_rt_error_burst: 5 * HZ
+HZ = 250  # CONFIG_HZ of the reference kernel: the rate limits below count in its jiffies
 
 _CT_MATCHES = (M.ConntrackMatch, M.ConnmarkMatch)
 _CT_TARGETS = (T.Connmark, T.Ct, T.Snat, T.Dnat, T.Masquerade, T.Redirect, T.Netmap)
+
+
+class _Peer:
+    """The rate-limit fields of struct inet_peer, in jiffies; a new peer was last used long ago."""
+
+    __slots__ = ("tokens", "last", "n_redirects")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.last = -(1 << 40)
+        self.n_redirects = 0
 
 
 class Engine:
@@ -123,7 +133,7 @@ class Engine:
         self._ct_on = False
         self._out: list[Result] = []
         self._ip_id = 0
-        self._peers: dict[int, list[float]] = {}  # inet_peer rate tokens: saddr -> [tokens, last]
+        self._peers: dict[int, _Peer] = {}  # inet_peer: rate limits per remote address
         self._stack_gen = -1
         self._addrs: set[tuple[int, int]] = set()
         from ipgate.engine.fastpath import FastPath
@@ -142,6 +152,11 @@ class Engine:
         d = self.stack.devices.get(dev)
         if d is None or not d.up:
             out.append(Drop("no such device" if d is None else "device down", bytes(data)))
+            return out
+        if len(data) > d.mtu:
+            # the device driver drops a frame longer than the MTU (rx_length_errors): IP never sees it
+            self.counters.inc("RX_LENGTH_ERRORS")
+            out.append(Drop("rx frame longer than the MTU", bytes(data)))
             return out
         fp = self.fastpath.receive(d, data, mark)
         if fp is not None:
@@ -293,24 +308,61 @@ class Engine:
             reason = "IP_INADDRERRORS"  # martian or blackhole
         self.counters.inc(reason)
         self._note("route", f"no route: {errno.errorcode.get(err, err)}")
-        if forwarding and code is not None and self._peer_allow(skb.saddr, IP_RT_ERROR_COST, IP_RT_ERROR_BURST):
+        if forwarding and code is not None and self._ip_error_allow(skb.saddr):
             self.icmp_send(skb, ICMP_DEST_UNREACH, code, 0)
         self._out.append(Drop(reason, bytes(skb.buf)))
 
-    def _peer_allow(self, addr: int, cost: float, burst: float) -> bool:
-        """The inet_peer token bucket of ip_error() and icmpv4_xrlim_allow() (one per address, shared)."""
+    def _peer(self, addr: int) -> _Peer:
         p = self._peers.get(addr)
-        now = self.now
         if p is None:
-            if len(self._peers) > 65536:
+            if len(self._peers) > 65536:  # inet_peer_gc(): old entries go; ours all at once
                 self._peers.clear()
-            p = self._peers[addr] = [burst, now]
-        tokens = min(p[0] + now - p[1], burst)
-        p[1] = now
-        if tokens >= cost:
-            p[0] = tokens - cost
+            p = self._peers[addr] = _Peer()
+        return p
+
+    def _jiffies(self) -> int:
+        return int(self.now * HZ)
+
+    def _ip_error_allow(self, addr: int) -> bool:
+        """ip_error()'s token bucket: ip_rt_error_cost (HZ) per error, ip_rt_error_burst (5 HZ) at most."""
+        p = self._peer(addr)
+        now = self._jiffies()
+        p.tokens = min(p.tokens + now - p.last, 5 * HZ)
+        p.last = now
+        if p.tokens >= HZ:
+            p.tokens -= HZ
             return True
-        p[0] = tokens
+        return False
+
+    def _xrlim_allow(self, addr: int, timeout: int) -> bool:
+        """inet_peer_xrlim_allow(): the same peer's tokens; refilled (and capped at 6 timeouts) only when a
+        jiffy has passed since the last use, so ip_error() and its icmp_send() share one jiffy."""
+        p = self._peer(addr)
+        now = self._jiffies()
+        delta = now - p.last
+        if delta:
+            p.last = now
+            p.tokens = min(p.tokens + delta, XRLIM_BURST_FACTOR * timeout)
+        if p.tokens >= timeout:
+            p.tokens -= timeout
+            return True
+        return False
+
+    def _redirect_allow(self, addr: int) -> bool:
+        """ip_rt_send_redirect(): at most ip_rt_redirect_number, spaced by ip_rt_redirect_load << n."""
+        p = self._peer(addr)
+        now = self._jiffies()
+        load = HZ // 50
+        if now > p.last + (load << 10):  # ip_rt_redirect_silence: start over
+            p.tokens = 0
+            p.n_redirects = 0
+        if p.n_redirects >= 9:
+            p.last = now
+            return False
+        if p.n_redirects == 0 or now > p.last + (load << p.n_redirects):
+            p.last = now
+            p.n_redirects += 1
+            return True
         return False
 
     # -- local delivery ------------------------------------------------------------------
@@ -397,8 +449,8 @@ class Engine:
 
     def _send_redirect(self, skb: Skb, rt: Route) -> None:
         """ip_rt_send_redirect(): ICMP redirect (host) to the sender, naming the better gateway."""
-        gw = rt.gateway or skb.daddr
-        self.icmp_send(skb, ICMP_REDIRECT, 1, gw)
+        if self._redirect_allow(skb.saddr):
+            self.icmp_send(skb, ICMP_REDIRECT, 1, rt.gateway or skb.daddr)
 
     def _postrouting(self, skb: Skb) -> None:
         """ip_output() -> POSTROUTING -> ip_finish_output(): fragment, then out to the nexthop."""
@@ -506,12 +558,8 @@ class Engine:
         if skb.ct_helper:
             ct.get_ext().helper = skb.ct_helper
             return
-        try:
-            from ipgate.conntrack.confirm import (  # type: ignore[import-not-found,unused-ignore]
-                nf_ct_helper_assign,
-            )
-        except ImportError:  # helpers not available
-            return
+        from ipgate.conntrack.confirm import nf_ct_helper_assign
+
         nf_ct_helper_assign(self.stack.ct_helpers, ct)
 
     def _confirm(self, skb: Skb) -> bool:
@@ -520,11 +568,14 @@ class Engine:
         if ct is None:
             return True
         if ct.helper is not None or ct.status & IPS_SEQ_ADJUST:
-            from ipgate.conntrack.confirm import nf_confirm  # type: ignore[import-not-found,unused-ignore]
+            from ipgate.conntrack.confirm import nf_confirm
 
-            verdict, buf = nf_confirm(self.conntrack, ct, skb.ctinfo, skb.buf, self.now, self.rng)
+            log: list[str] = []
+            verdict, buf = nf_confirm(self.conntrack, ct, skb.ctinfo, skb.buf, self.now, self.rng, log=log)
+            for line in log:
+                self.syslog(line)
             if verdict != NF_ACCEPT:
-                self._dropped(skb, "helper")
+                self._dropped(skb, f"helper {ct.helper}" + (f": {log[-1]}" if log else ""))
                 return False
             if buf is not skb.buf or len(buf) != skb.tot_len:
                 skb.buf = buf
@@ -645,10 +696,12 @@ class Engine:
             return
         if not src:
             src = back.prefsrc
+        # icmpv4_mask_allow() / icmpv4_xrlim_allow(): the types in icmp_ratemask (PMTU discovery
+        # excepted) draw on the destination's peer bucket, even with icmp_ratelimit 0 (which empties it)
         ratemask = self.stack.sysctl.get("net.ipv4.icmp_ratemask", 6168)
-        limit = self.stack.sysctl.get("net.ipv4.icmp_ratelimit", 1000) / 1000.0
-        if limit and ratemask & (1 << type_) and not (type_ == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED) \
-                and not back.dev.loopback and not self._peer_allow(skb.saddr, limit, XRLIM_BURST_FACTOR * limit):
+        limit = self.stack.sysctl.get("net.ipv4.icmp_ratelimit", 1000) * HZ // 1000
+        if ratemask & (1 << type_) and not (type_ == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED) \
+                and not back.dev.loopback and not self._xrlim_allow(skb.saddr, limit):
             self.counters.inc("ICMP_RATELIMITED")
             return
         pkt = icmp_error_packet(skb.buf, type_, code, info, src, mtu=back.dev.mtu, ident=self._next_id(),
@@ -696,8 +749,9 @@ class Engine:
         pkt = build_ipv4(skb.daddr, skb.saddr, IPPROTO_TCP, seg, frag_off=IP_DF, ttl=IPDEFTTL,
                          tos=skb.tos if local else 0, id=0)
         gen = Skb(pkt, None)
-        if skb.ct is not None:
-            # nf_ct_attach(): the reset rides on the original's connection, as a related reply
+        if skb.ct is not None and not local:
+            # nf_ct_attach() (REJECT only; the TCP stack's resets are tracked like any packet):
+            # the reset rides on the original's connection, as a related reply
             gen.ct = skb.ct
             gen.ctinfo = IP_CT_RELATED_REPLY if skb.ctinfo < IP_CT_IS_REPLY else IP_CT_RELATED
         self._send_generated(gen, anysrc=not local)

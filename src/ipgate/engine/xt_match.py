@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 Test = Callable[[Skb], bool]
 Clock = Callable[[], float]
 
-HZ = 1000
+HZ = 250  # CONFIG_HZ of the reference kernel
+CREDITS_PER_JIFFY = 128  # POW2_BELOW32(0xFFFFFFFF / (HZ * 60 * 60 * 24)) at HZ 250
 
 
 def _ip_match(r: Rule) -> Test | None:
@@ -292,7 +293,7 @@ def _conntrack(m: M.ConntrackMatch, clock: Clock) -> Test:
 
 
 def _limit(m: M.LimitMatch, clock: Clock) -> Test:
-    """limit_mt(): a token bucket in credits, refilled per jiffy (xt_limit.c, HZ=1000)."""
+    """limit_mt(): a token bucket in credits, refilled per jiffy (xt_limit.c)."""
     cost = M._user2credits(m.avg)
     cap = M._user2credits(m.avg * m.burst)
     state = [cap, -1]  # credit, prev jiffies (-1: the first packet starts the clock)
@@ -300,7 +301,7 @@ def _limit(m: M.LimitMatch, clock: Clock) -> Test:
     def test(s: Skb) -> bool:
         now = int(clock() * HZ)
         prev = state[1]
-        credit = state[0] + (now - prev) * 32 if prev >= 0 else state[0]
+        credit = state[0] + (now - prev) * CREDITS_PER_JIFFY if prev >= 0 else state[0]
         state[1] = now
         if credit > cap:
             credit = cap

@@ -99,13 +99,12 @@ def do_table(table: CTable, chain: str, skb: Skb, trace: Callable[[TraceStep], N
     base = c
     back: list[tuple[CChain, int]] = []
     i = 0
-    length = skb.tot_len
     while True:
         rules = c.rules
         if i >= len(rules):
             if c is base:
                 c.counters.pkts += 1
-                c.counters.bytes += length
+                c.counters.bytes += skb.tot_len  # after any mangling by earlier rules
                 if trace is not None:
                     trace(TraceStep(table.name, c.name, "policy", len(rules) + 1, None,
                                            "ACCEPT" if c.policy == NF_ACCEPT else "DROP"))
@@ -125,7 +124,7 @@ def do_table(table: CTable, chain: str, skb: Skb, trace: Callable[[TraceStep], N
             continue
         cnt = cr.rule.counters
         cnt.pkts += 1
-        cnt.bytes += length
+        cnt.bytes += skb.tot_len
         kind = cr.kind
         if kind == _NONE:
             if trace is not None:
