@@ -230,4 +230,38 @@ def run_demo(out: TextIO | None = None) -> int:
     ok = True
     for path in paths:
         ok = demo_one(read_example(path), out) and ok
+    ok = demo_packets(where / "netfilter", out) and ok
     return 0 if ok else 1
+
+
+# The packet path: each (configuration, trace arguments, why) is `ipgate -c examples/netfilter/CONF trace ARGS`.
+TRACES: tuple[tuple[str, str, str], ...] = (
+    ("rc.firewall-2.2",
+     "tcp 192.168.0.5:1030 203.0.113.21:21 iif eth0 then tcp 203.0.113.21:21 198.51.100.10:1030 iif ppp0 flags SA",
+     "the HOWTO's ipchains MASQ line: the LAN client leaves as ppp0's address, the reply finds its way back"),
+    ("rc.firewall-2.2", "udp 203.0.113.9:53 192.168.0.5:5000 iif ppp0",
+     "`ipchains -P forward DENY`: nobody outside opens a connection in"),
+    ("fwmark-smtp.conf", "tcp 192.168.1.23:40000 203.0.113.25:25 local",
+     "mangle OUTPUT marks SMTP 0x2; the box routes it again and rule fwmark 0x2 sends it via 192.168.1.2"),
+    ("split-access-connmark.conf",
+     "tcp 203.0.113.6:7000 198.51.100.1:80 iif eth2 then tcp 10.0.0.80:80 203.0.113.6:7000 iif eth0 flags SA",
+     "a connection in by uplink 2 is port-forwarded to the web server; CONNMARK sends the reply back by uplink 2"),
+)
+
+
+def demo_packets(where: Path, out: TextIO) -> bool:
+    """Packets through the netfilter examples, explained hook by hook (`ipgate trace`)."""
+    out.write(f"{RULE}\nThe packet path: netfilter, connection tracking and NAT ({where.name}/)\n{RULE}\n\n")
+    ok = True
+    for conf, args, why in TRACES:
+        path = where / conf
+        try:
+            stack = load_script(path.read_text(), f"examples/netfilter/{conf}")
+        except (OSError, ScriptErrors) as e:
+            out.write(f"ipgate could not load {conf}: {e}\n\n")
+            ok = False
+            continue
+        sh = Shell(stack)
+        out.write(f"# ipgate -c examples/netfilter/{conf} trace {args}\n")
+        show(sh, f"trace {args}", out, why)
+    return ok

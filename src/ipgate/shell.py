@@ -70,6 +70,27 @@ class Shell:
 
             # Offline there is no clock: entries are listed as of time 0.
             return conntrack(self.stack.conntrack, args, o, 0.0)
+        if prog == "trace":
+            from ipgate.commands.trace import trace
+
+            return trace(self.stack, args, o)
+        if prog == "ipchains":
+            from ipgate.commands.ipchains import ipchains
+
+            return ipchains(self.stack, words[0], args, o)
+        if prog == "ipfwadm":
+            from ipgate.commands.ipfwadm import ipfwadm
+
+            return ipfwadm(self.stack, words[0], args, o)
+        if prog in ("modprobe", "insmod", "rmmod", "depmod"):
+            from ipgate.commands.modprobe import modules
+
+            return modules(self.stack, prog, args, o)
+        if prog == "netstat":
+            from ipgate.commands.netstat import netstat
+
+            # Offline there is no clock: masqueraded connections are listed as of time 0.
+            return netstat(self.stack, args, o, 0.0)
         if prog == "echo":
             return do_echo(self.stack, words, o)
         if prog == "printf":

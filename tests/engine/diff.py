@@ -77,7 +77,8 @@ def _rules(rng: random.Random) -> list[str]:
         "iptables -A FORWARD -p udp -m multiport --dports 137,138,139 -j REJECT --reject-with icmp-host-prohibited",
         "iptables -A FORWARD -s 10.0.0.3 -p tcp -j DROP",
         "iptables -A FORWARD -i eth1 -m state --state NEW -p udp -j DROP",
-        "iptables -A FORWARD -m iprange --dst-range 203.0.113.8-203.0.113.9 -j REJECT --reject-with icmp-net-prohibited",
+        "iptables -A FORWARD -m iprange --dst-range 203.0.113.8-203.0.113.9 -j REJECT"
+        " --reject-with icmp-net-prohibited",
         "iptables -A FORWARD -p icmp --icmp-type echo-request -j ACCEPT",
         "iptables -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu",
         "iptables -A INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset",
@@ -239,7 +240,8 @@ def run_case(seed: int, npackets: int = 24) -> Case:
             if sorted(kernel) == sorted(mine):
                 case.agreed += 1
             else:
-                case.diffs.append(f"packet {n} in {dev}: {packet_text(data)}\n  kernel: {[describe(o) for o in kernel]}\n"
+                case.diffs.append(f"packet {n} in {dev}: {packet_text(data)}\n"
+                                  f"  kernel: {[describe(o) for o in kernel]}\n"
                                   f"  ipgate: {[describe(o) for o in mine]}")
             emitted.extend(o for o in kernel if o[0] != "eth0" or o[2][9] != 1)
         _st, ksave, _e = gw.run("iptables-save -c")

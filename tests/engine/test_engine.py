@@ -10,6 +10,7 @@ import struct
 
 import dpkt
 import pytest
+from tests.packet.oracle import ip_hdr_ok, l4_ok
 
 from ipgate.engine.engine import Engine
 from ipgate.engine.result import Drop, Local, Result, Tx
@@ -17,7 +18,6 @@ from ipgate.inet import aton, ntoa
 from ipgate.packet.build import build_icmp, build_tcp, build_udp
 from ipgate.shell import Shell, load_script
 from ipgate.stack import Stack
-from tests.packet.oracle import ip_hdr_ok, l4_ok
 
 BASE = """
 ip link add eth0 type dummy

@@ -51,10 +51,11 @@ from ipgate.conntrack.conn import (
     NF_INET_PRE_ROUTING,
     Conn,
 )
+from ipgate.conntrack.table import CtResult
 from ipgate.engine.result import Drop, Local, Result, Tx
 from ipgate.engine.skb import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Skb
 from ipgate.engine.trace import Event, Trace
-from ipgate.engine.xtables import CTable, do_table
+from ipgate.engine.xtables import CTable, TraceStep, do_table
 from ipgate.errors import NetlinkError
 from ipgate.inet import RT_SCOPE_LINK, RTN_BROADCAST, RTN_LOCAL, RTN_NAMES, ntoa
 from ipgate.nat.core import (
@@ -135,6 +136,7 @@ class Engine:
         self._ip_id = 0
         self._peers: dict[int, _Peer] = {}  # inet_peer: rate limits per remote address
         self._stack_gen = -1
+        self._record: Callable[[TraceStep], None] | None = None  # the fast path's recorder during a slow walk
         self._addrs: set[tuple[int, int]] = set()
         from ipgate.engine.fastpath import FastPath
 
@@ -158,10 +160,6 @@ class Engine:
             self.counters.inc("RX_LENGTH_ERRORS")
             out.append(Drop("rx frame longer than the MTU", bytes(data)))
             return out
-        fp = self.fastpath.receive(d, data, mark)
-        if fp is not None:
-            out.append(fp)
-            return out
         buf = bytearray(data)
         ip = parse_ipv4(buf)
         if isinstance(ip, DropReason):
@@ -171,9 +169,33 @@ class Engine:
             return out
         if ip.tot_len < len(buf):
             del buf[ip.tot_len:]  # pskb_trim_rcsum(): link-layer padding
+        self._sync_tables()
+        self._sync_stack()
+        fp = self.fastpath
+        ctres: CtResult | None = None
+        key = None
+        if fp.usable and self.trace is None and (self._ct_on or self.stack.ct_helpers.ports):
+            hit = fp.lookup(d, buf, ip, mark, now)
+            if type(hit) is Tx:
+                out.append(hit)
+                return out
+            ctres = hit  # type: ignore[assignment]
+            key = fp.key(d, buf, ip, mark)
         skb = Skb(buf, d, mark=mark)
-        self._note("receive", f"IN={dev} {self._pkt_text(skb)}")
-        self._prerouting(skb)
+        if self.trace is not None:
+            self._note("receive", f"IN={dev} {self._pkt_text(skb)}")
+        if key is None:
+            self._prerouting(skb, ctres)
+            return out
+        before = bytes(buf)
+        steps: list[TraceStep] = []
+        self._record = steps.append
+        try:
+            self._prerouting(skb, ctres)
+        finally:
+            self._record = None
+        if len(out) == 1 and type(out[0]) is Tx:
+            fp.record(skb, key, before, steps, out[0])
         return out
 
     def output(self, data: bytes | bytearray, now: float, *, mark: int = 0, oif: str = "") -> list[Result]:
@@ -187,7 +209,8 @@ class Engine:
             out.append(Drop(ip.name, bytes(data)))
             return out
         skb = Skb(buf, None, mark=mark)
-        self._note("output", self._pkt_text(skb))
+        if self.trace is not None:
+            self._note("output", self._pkt_text(skb))
         dev = self.stack.devices.get(oif) if oif else None
         self._local_out(skb, dev.ifindex if dev is not None else 0)
         return out
@@ -229,7 +252,7 @@ class Engine:
         self._ct_on = "nat" in nf.tables or bool(self.stack.ct_helpers.ports) or any(
             isinstance(m, _CT_MATCHES) or isinstance(r.target, _CT_TARGETS)
             for t in nf.tables.values() for c in t.chains.values() for r in c.rules for m in (*r.matches, None))
-        self.fastpath.flush()
+        self.fastpath.sync()
 
     def _sync_stack(self) -> None:
         """masq_inet_event()/masq_device_event(): an address gone or a device down kills the
@@ -261,21 +284,25 @@ class Engine:
             return NF_ACCEPT
         skb.hook = hook
         tr = self.trace
-        return do_table(t, chain, skb, tr.events.append if tr is not None else None)
+        return do_table(t, chain, skb, tr.events.append if tr is not None else self._record)
 
     # -- PREROUTING and input routing -------------------------------------------------
-    def _prerouting(self, skb: Skb) -> None:
+    def _prerouting(self, skb: Skb, ctres: CtResult | None = None) -> None:
         self._sync_tables()
         self._sync_stack()
         ct_on = self._ct_on or bool(self.stack.ct_helpers.ports)
-        if ct_on and skb.is_fragment:
+        if ctres is not None:
+            # the fast path already ran conntrack for this packet (it had no raw rules to pass first)
+            if not self._conntrack_result(skb, ctres):
+                return
+        elif ct_on and skb.is_fragment:
             skb2 = self._defrag(skb, IP_DEFRAG_CONNTRACK_IN)
             if skb2 is None:
                 return
             skb = skb2
         if self._table(skb, "raw", "PREROUTING", NF_INET_PRE_ROUTING) != NF_ACCEPT:
             return self._dropped(skb, "raw/PREROUTING")
-        if ct_on and not self._conntrack_in(skb, NF_INET_PRE_ROUTING):
+        if ct_on and ctres is None and not self._conntrack_in(skb, NF_INET_PRE_ROUTING):
             return
         if self._table(skb, "mangle", "PREROUTING", NF_INET_PRE_ROUTING) != NF_ACCEPT:
             return self._dropped(skb, "mangle/PREROUTING")
@@ -288,7 +315,8 @@ class Engine:
         except NetlinkError as e:
             return self._ip_error(skb, e.errno)
         skb.route = rt
-        self._note("route", self._route_text(rt))
+        if self.trace is not None:
+            self._note("route", self._route_text(rt))
         if rt.type == RTN_LOCAL or rt.type == RTN_BROADCAST:
             return self._local_deliver(skb)
         self._forward(skb, rt)
@@ -307,7 +335,8 @@ class Engine:
         if err == errno.EINVAL:
             reason = "IP_INADDRERRORS"  # martian or blackhole
         self.counters.inc(reason)
-        self._note("route", f"no route: {errno.errorcode.get(err, err)}")
+        if self.trace is not None:
+            self._note("route", f"no route: {errno.errorcode.get(err, err)}")
         if forwarding and code is not None and self._ip_error_allow(skb.saddr):
             self.icmp_send(skb, ICMP_DEST_UNREACH, code, 0)
         self._out.append(Drop(reason, bytes(skb.buf)))
@@ -472,7 +501,8 @@ class Engine:
         if isinstance(frags, DropReason):
             self._out.append(Drop(frags.name, bytes(skb.buf)))
             return
-        self._note("verdict", f"out {out.name} via {ntoa(skb.nexthop)} {self._pkt_text(skb)}")
+        if self.trace is not None:
+            self._note("verdict", f"out {out.name} via {ntoa(skb.nexthop)} {self._pkt_text(skb)}")
         for f in frags:
             self._out.append(Tx(out.name, skb.nexthop, bytes(f)))
 
@@ -523,13 +553,15 @@ class Engine:
             rt = route_output(self.stack, Flow(skb.daddr, skb.saddr, 0, oif, skb.mark, skb.tos & 0x1C, skb.proto,
                                                skb.sport, skb.dport), anysrc)
         except NetlinkError as e:
-            self._note("route", f"no route: {errno.errorcode.get(e.errno, e.errno)}")
+            if self.trace is not None:
+                self._note("route", f"no route: {errno.errorcode.get(e.errno, e.errno)}")
             self._out.append(Drop("IP_OUTNOROUTES", bytes(skb.buf)))
             return None
         skb.route = rt
         skb.outdev = rt.dev
         skb.nexthop = rt.gateway or skb.daddr
-        self._note("route", self._route_text(rt))
+        if self.trace is not None:
+            self._note("route", self._route_text(rt))
         return rt
 
 
@@ -539,19 +571,23 @@ class Engine:
         if skb.ctinfo == IP_CT_UNTRACKED:
             self._note("conntrack", "UNTRACKED")
             return True
-        res = self.conntrack.nf_conntrack_in(skb.buf, self.now, hook)
+        return self._conntrack_result(skb, self.conntrack.nf_conntrack_in(skb.buf, self.now, hook))
+
+    def _conntrack_result(self, skb: Skb, res: CtResult) -> bool:
         if res.verdict != NF_ACCEPT:
             if res.reason:
                 self.syslog(res.reason)
             self.counters.inc("CONNTRACK_DROP")
-            self._note("conntrack", f"drop: {res.reason}")
+            if self.trace is not None:
+                self._note("conntrack", f"drop: {res.reason}")
             self._out.append(Drop(res.reason or "conntrack", bytes(skb.buf)))
             return False
         ct = res.ct
         skb.ct, skb.ctinfo, skb.ct_reason = ct, res.ctinfo, res.reason
         if ct is not None and res.ctinfo == IP_CT_NEW and not ct.status & IPS_CONFIRMED:
             self._assign_helper(ct, skb)
-        self._note("conntrack", self._ct_text(skb))
+        if self.trace is not None:
+            self._note("conntrack", self._ct_text(skb))
         return True
 
     def _assign_helper(self, ct: Conn, skb: Skb) -> None:
@@ -637,7 +673,8 @@ class Engine:
             skb.hotdrop = True
             return
         skb.load()
-        self._note("nat", f"{'SNAT' if mtype == ManipType.SRC else 'DNAT'}: {before} -> {self._pkt_text(skb)}")
+        if self.trace is not None:
+            self._note("nat", f"{'SNAT' if mtype == ManipType.SRC else 'DNAT'}: {before} -> {self._pkt_text(skb)}")
 
     def _icmp_reply_translation(self, skb: Skb, ct: Conn, ctinfo: int, hook: int) -> bool:
         """nf_nat_icmp_reply_translation(): the quoted packet and the outer header of an ICMP error."""
@@ -669,7 +706,8 @@ class Engine:
         if not nf_nat_ipv4_manip_pkt(buf, 0, skb.tot_len, int(mtype), m.addr, 0):
             return False
         skb.load()
-        self._note("nat", f"ICMP error translated: {self._pkt_text(skb)}")
+        if self.trace is not None:
+            self._note("nat", f"ICMP error translated: {self._pkt_text(skb)}")
         return True
 
     # -- generated packets -----------------------------------------------------------------
@@ -708,11 +746,13 @@ class Engine:
                                 broadcast=rt is not None and rt.type == RTN_BROADCAST)
         if pkt is None:
             return
-        self._note("icmp", f"sending ICMP type {type_} code {code} to {ntoa(skb.saddr)}")
+        if self.trace is not None:
+            self._note("icmp", f"sending ICMP type {type_} code {code} to {ntoa(skb.saddr)}")
         self._send_generated(Skb(pkt, None))
 
     def _send_generated(self, skb: Skb, anysrc: bool = False) -> None:
-        self._note("output", "generated: " + self._pkt_text(skb))
+        if self.trace is not None:
+            self._note("output", "generated: " + self._pkt_text(skb))
         self._local_out(skb, 0, anysrc)
 
     def send_unreach(self, skb: Skb, code: int) -> None:
@@ -784,7 +824,8 @@ class Engine:
             new = Skb(res.packet, skb.indev, mark=skb.mark)
             new.frag_max_size = res.frag_max_size
             new.route, new.ct, new.ctinfo = skb.route, skb.ct, skb.ctinfo
-            self._note("defrag", f"reassembled {new.tot_len} bytes")
+            if self.trace is not None:
+                self._note("defrag", f"reassembled {new.tot_len} bytes")
             return new
         if res is None:
             self._note("defrag", "fragment queued")
@@ -794,7 +835,8 @@ class Engine:
 
     def _dropped(self, skb: Skb, where: str) -> None:
         self.counters.inc(where)
-        self._note("verdict", f"DROP in {where}")
+        if self.trace is not None:
+            self._note("verdict", f"DROP in {where}")
         self._out.append(Drop(where, bytes(skb.buf)))
 
     def _note(self, kind: str, text: str) -> None:
