@@ -64,8 +64,8 @@ def valid(rng: random.Random) -> bytearray:
         return build_icmp(s, d, rng.choice((3, 11, 12, 5)), rng.randrange(16), rng.getrandbits(32), inner)
     if kind == 4:
         return build_ipv4(s, d, rng.choice((47, 50, 132, 2, 255)), payload, options=rng.choice((b"", b"\x07\x07\x04")))
-    return build_tcp(s, d, 1025, 21, b"PORT 10,0,0,2,4,10\r\n" if rng.random() < 0.5 else b"227 Entering (1,2,3,4,5,6)\r\n",
-                     seq=rng.getrandbits(32), flags=0x18)
+    cmd = b"PORT 10,0,0,2,4,10\r\n" if rng.random() < 0.5 else b"227 Entering (1,2,3,4,5,6)\r\n"
+    return build_tcp(s, d, 1025, 21, cmd, seq=rng.getrandbits(32), flags=0x18)
 
 
 def mutate(pkt: bytearray, rng: random.Random) -> bytearray:
