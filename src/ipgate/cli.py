@@ -9,7 +9,8 @@ from pathlib import Path
 from ipgate.shell import ScriptErrors, Shell, load_script
 from ipgate.stack import Stack
 
-TOOLS = ("ip", "ifconfig", "route", "sysctl", "iptables", "iptables-save", "iptables-restore", "conntrack", "trace")
+TOOLS = ("ip", "ifconfig", "route", "sysctl", "iptables", "iptables-save", "iptables-restore", "conntrack", "trace",
+         "cat", "ipchains", "ipfwadm", "netstat", "modprobe")
 
 
 def load(path: str, keep_going: bool = False) -> Stack:

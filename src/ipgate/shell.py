@@ -70,6 +70,11 @@ class Shell:
 
             # Offline there is no clock: entries are listed as of time 0.
             return conntrack(self.stack.conntrack, args, o, 0.0)
+        if prog == "cat" and args in (["/proc/net/nf_conntrack"], ["/proc/net/ip_conntrack"]):
+            from ipgate.commands.conntrack import proc_nf_conntrack
+
+            o.write(proc_nf_conntrack(self.stack.conntrack, 0.0))
+            return 0
         if prog == "trace":
             from ipgate.commands.trace import trace
 

@@ -25,7 +25,7 @@ from ipgate.commands import legacy_fw as fw
 from ipgate.commands import masq
 from ipgate.commands.base import Exit, Output
 from ipgate.commands.ipchains_usage import HELP, ICMP_CODES, VERSION, icmp_help
-from ipgate.commands.legacy_addr import AddrError, addr_arg, parse_hostnetworkmask, string_to_number
+from ipgate.commands.legacy_addr import AddrError, addr_arg, is_hexbyte, parse_hostnetworkmask, string_to_number
 from ipgate.commands.legacy_getopt import NONOPT, Getopt, LongOpt
 from ipgate.conntrack.tuple import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from ipgate.netfilter.tables import Netfilter
@@ -305,7 +305,7 @@ class Ipchains:
                 raise _Param(f"-{opt2char(OPT_TOS)} requires 2 hexbyte arguments")
             assert optarg is not None
             for h in (optarg, g.take()):
-                if not _is_hexbyte(h):
+                if not is_hexbyte(h):
                     raise _Param(f"invalid hexbyte `{h}' specified")
             c.unsupported.append("-t (TOS masks)")
         elif letter == "o":
@@ -619,13 +619,6 @@ def parse_target(name: str) -> str:
     if any(ch.isspace() for ch in name):
         raise _Param(f"Invalid target name `{name}'")
     return name
-
-
-def _is_hexbyte(s: str) -> bool:
-    try:
-        return 0 <= int(s, 16) <= 255
-    except ValueError:
-        return False
 
 
 def ipchains(stack: Stack, prog: str, args: list[str], o: Output) -> int:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from ipgate.commands import legacy_fw as fw
 from ipgate.commands import masq
 from ipgate.commands.base import Exit, Output
-from ipgate.commands.legacy_addr import AddrError, addr_arg, parse_hostnetworkmask, string_to_number
+from ipgate.commands.legacy_addr import AddrError, addr_arg, is_hexbyte, parse_hostnetworkmask, string_to_number
 from ipgate.commands.legacy_getopt import Getopt
 from ipgate.conntrack.tuple import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from ipgate.netfilter.tables import Netfilter
@@ -219,7 +219,7 @@ class Ipfwadm:
                 if not nonopt:
                     raise _Param("-t requires 2 hexbyte arguments")
                 for h in (optarg, g.take()):
-                    if not _is_hexbyte(h):
+                    if not is_hexbyte(h):
                         raise _Param(f'invalid hexbyte "{h}" specified')
                 c.unsupported.append("-t (TOS masks)")
         elif letter == "r":
@@ -439,13 +439,6 @@ def parse_timeout(text: str) -> int:
     if n is None:
         raise _Param(f'invalid timeout value "{text}" specified')
     return n
-
-
-def _is_hexbyte(s: str) -> bool:
-    try:
-        return 0 <= int(s, 16) <= 255
-    except ValueError:
-        return False
 
 
 def ipfwadm(stack: Stack, prog: str, args: list[str], o: Output) -> int:

@@ -17,6 +17,14 @@ class AddrError(Exception):
     """A PARAMETER_PROBLEM: the message without the program name."""
 
 
+def is_hexbyte(s: str) -> bool:
+    """A MAC address byte as the tools' parsers take it (strtol base 16, 0..255)."""
+    try:
+        return 0 <= int(s, 16) <= 255
+    except ValueError:
+        return False
+
+
 def string_to_number(s: str, lo: int, hi: int) -> int | None:
     """strtol(s, &end, 10) that must use the whole (non-empty) string and fall in [lo, hi]."""
     t = s.lstrip(" \t\n\v\f\r")
