@@ -136,6 +136,7 @@ class Engine:
         self._ip_id = 0
         self._peers: dict[int, _Peer] = {}  # inet_peer: rate limits per remote address
         self._stack_gen = -1
+        self._rl = (float("-inf"), 0)  # net_ratelimit() window start and messages in it
         self._record: Callable[[TraceStep], None] | None = None  # the fast path's recorder during a slow walk
         self._addrs: set[tuple[int, int]] = set()
         from ipgate.engine.fastpath import FastPath
@@ -233,6 +234,18 @@ class Engine:
                     self.icmp_send(skb, ICMP_TIME_EXCEEDED, 1, 0)
         self.conntrack.gc(now)
         return out
+
+    def _net_ratelimit(self) -> bool:
+        """net_ratelimit(): at most net.core.message_burst (10) messages per message_cost (5 s)."""
+        start, n = self._rl
+        if self.now - start >= 5.0:
+            self._rl = (self.now, 1)
+            return True
+        if n < 10:
+            self._rl = (start, n + 1)
+            return True
+        self.counters.inc("LOG_SUPPRESSED")
+        return False
 
     def syslog(self, line: str) -> None:
         """A kernel log line (LOG target, NAT and conntrack warnings)."""
@@ -575,8 +588,8 @@ class Engine:
 
     def _conntrack_result(self, skb: Skb, res: CtResult) -> bool:
         if res.verdict != NF_ACCEPT:
-            if res.reason:
-                self.syslog(res.reason)
+            if res.reason and self._net_ratelimit():
+                self.syslog(res.reason)  # net_warn_ratelimited()
             self.counters.inc("CONNTRACK_DROP")
             if self.trace is not None:
                 self._note("conntrack", f"drop: {res.reason}")
@@ -627,12 +640,13 @@ class Engine:
         if ct is None:
             return NF_ACCEPT
         v = nf_nat_setup_info(self.conntrack, ct, rng, mtype, self.rng, self.now)
-        if v == NF_DROP:
+        if v == NF_DROP and self._net_ratelimit():
             proto = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_ICMP: "ICMP"}.get(skb.proto, str(skb.proto))
             o = ct.orig
             self.syslog(f"ip_masq_new(proto={proto}): no free ports ({ntoa(o.src)}:{o.sport} -> "
                         f"{ntoa(o.dst)}:{o.dport}, {'SNAT' if mtype == ManipType.SRC else 'DNAT'} "
                         f"to {ntoa(rng.min_addr)}-{ntoa(rng.max_addr)})")
+        if v == NF_DROP:
             self.counters.inc("NAT_NO_FREE_PORTS")
         return v
 
