@@ -38,61 +38,77 @@ HZ = 250  # CONFIG_HZ of the reference kernel
 CREDITS_PER_JIFFY = 128  # POW2_BELOW32(0xFFFFFFFF / (HZ * 60 * 60 * 24)) at HZ 250
 
 
-def _ip_match(r: Rule) -> Test | None:
-    """ip_packet_match(): addresses, interfaces, protocol, fragment flag; None when it matches everything."""
-    src, smsk, dst, dmsk = r.src, r.smsk, r.dst, r.dmsk
+def _ip_conditions(r: Rule, env: dict[str, object]) -> list[str]:
+    """ip_packet_match() as source conditions: addresses, interfaces, protocol, fragment flag."""
     inv = r.invflags
-    tests: list[Test] = []
-    if smsk or inv & IPT_INV_SRCIP:
-        si = bool(inv & IPT_INV_SRCIP)
-        tests.append(lambda s: ((s.saddr & smsk) != src) == si)
-    if dmsk or inv & IPT_INV_DSTIP:
-        di = bool(inv & IPT_INV_DSTIP)
-        tests.append(lambda s: ((s.daddr & dmsk) != dst) == di)
-    if r.iniface or inv & IPT_INV_VIA_IN:
-        pat, ii = r.iniface, bool(inv & IPT_INV_VIA_IN)
-        tests.append(lambda s: iface_matches(pat, s.indev_name) != ii)
-    if r.outiface or inv & IPT_INV_VIA_OUT:
-        pat_o, oi = r.outiface, bool(inv & IPT_INV_VIA_OUT)
-        tests.append(lambda s: iface_matches(pat_o, s.outdev_name) != oi)
+    conds: list[str] = []
+    if r.smsk or inv & IPT_INV_SRCIP:
+        op = "==" if inv & IPT_INV_SRCIP else "!="
+        conds.append(f"(s.saddr & {r.smsk}) {op} {r.src}")
+    if r.dmsk or inv & IPT_INV_DSTIP:
+        op = "==" if inv & IPT_INV_DSTIP else "!="
+        conds.append(f"(s.daddr & {r.dmsk}) {op} {r.dst}")
+    for attr, pat, bit in (("indev_name", r.iniface, IPT_INV_VIA_IN), ("outdev_name", r.outiface, IPT_INV_VIA_OUT)):
+        if pat or inv & bit:
+            name = f"_pat_{attr}"
+            env[name] = pat
+            neg = "" if inv & bit else "not "
+            conds.append(f"{neg}_iface({name}, s.{attr})")
     if r.proto:
-        proto, pi = r.proto, bool(inv & IPT_INV_PROTO)
-        tests.append(lambda s: (s.proto == proto) != pi)
+        conds.append(f"s.proto {'==' if inv & IPT_INV_PROTO else '!='} {r.proto}")
     elif inv & IPT_INV_PROTO:
-        tests.append(lambda s: False)  # "! -p all" matches nothing
+        conds.append("True")  # "! -p all" matches nothing
     if r.flags & IPT_F_FRAG:
-        fi = bool(inv & IPT_INV_FRAG)
-        tests.append(lambda s: bool(s.fragoff) != fi)  # -f: second and later fragments only
-    return _all(tests)
+        conds.append("s.fragoff" if inv & IPT_INV_FRAG else "not s.fragoff")  # -f: later fragments only
+    return conds
 
 
-def _all(tests: list[Test]) -> Test | None:
-    if not tests:
-        return None
-    if len(tests) == 1:
-        return tests[0]
-    if len(tests) == 2:
-        a, b = tests
-        return lambda s: a(s) and b(s)
-    ts = tuple(tests)
-    return lambda s: all(t(s) for t in ts)
+def _port_conditions(m: M.TcpMatch | M.UdpMatch) -> list[str]:
+    """tcp_mt()/udp_mt() port ranges as source conditions (after the header checks)."""
+    conds: list[str] = []
+    for field, (lo, hi), bit in (("sport", m.spts, M.XT_TCP_INV_SRCPT), ("dport", m.dpts, M.XT_TCP_INV_DSTPT)):
+        inv = bool(m.invflags & bit)
+        if (lo, hi) == (0, 0xFFFF) and not inv:
+            continue
+        inside = f"{lo} <= s.{field} <= {hi}"
+        conds.append(inside if inv else f"not ({inside})")
+    return conds
+
+
+# A header too short for the match: the kernel's hotdrop (the packet is dropped).
+_SHORT = "    if s.l4len < {0} or len(s.buf) < s.ihl + {0}:\n        s.hotdrop = True\n        return False"
 
 
 def compile_rule(r: Rule, stack: Stack, clock: Clock) -> Test | None:
-    """The whole test of a rule; None when the rule matches every packet."""
-    tests: list[Test] = []
-    ip = _ip_match(r)
-    if ip is not None:
-        tests.append(ip)
-    for m in r.matches:
+    """The whole test of a rule as one generated function (None when it matches every packet).
+
+    Each condition is written so that it is true when the rule does NOT match: the function
+    returns False at the first one.  Port ranges of -p tcp/udp are inlined; other matches are
+    closures called from it.
+    """
+    env: dict[str, object] = {"_iface": iface_matches}
+    lines = [f"    if {c}: return False" for c in _ip_conditions(r, env)]
+    for i, m in enumerate(r.matches):
+        if type(m) is M.UdpMatch:
+            lines.append("    if s.fragoff: return False")
+            lines.append(_SHORT.format(8))
+            lines += [f"    if {c}: return False" for c in _port_conditions(m)]
+            continue
+        if type(m) is M.TcpMatch and not m.flg_mask and not m.option and not m.invflags & ~3:
+            lines.append("    if s.fragoff: return False")
+            lines.append(_SHORT.format(20))
+            lines += [f"    if {c}: return False" for c in _port_conditions(m)]
+            continue
         t = compile_match(m, stack, clock)
         if t is not None:
-            tests.append(t)
-    return _all(tests)
-
-
-def _in(lo: int, hi: int, v: int) -> bool:
-    return lo <= v <= hi
+            env[f"_m{i}"] = t
+            lines.append(f"    if not _m{i}(s): return False")
+    if not lines:
+        return None
+    src = "def _test(s):\n" + "\n".join(lines) + "\n    return True\n"
+    exec(compile(src, f"<rule {r}>", "exec"), env)  # noqa: S102 - source built above from integers only
+    fn = env["_test"]
+    return fn  # type: ignore[return-value]
 
 
 def _tcp_header_ok(s: Skb, need: int) -> bool:
