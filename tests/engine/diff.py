@@ -29,6 +29,7 @@ from ipgate.engine.result import Tx
 from ipgate.inet import aton, ntoa
 from ipgate.packet.build import build_icmp, build_tcp, build_udp
 from ipgate.packet.checksum import ip_compute_csum
+from ipgate.packet.frag import ip_fragment
 from ipgate.shell import Shell, load_script
 
 from .kernel_gw import KernelGateway
@@ -232,18 +233,28 @@ def run_case(seed: int, npackets: int = 24) -> Case:
             if pkt is None:
                 pkt = _new_packet(rng, n)
             dev, data = pkt
-            kernel = [_mask(o) for o in gw.inject(dev, [data])[0]]
-            # the engine's clock follows the kernel's: its rate limits count jiffies of real time
-            now = 1.0 + time.monotonic() - t0
-            mine = [_mask((t.dev, t.nexthop, t.data)) for t in eng.receive(dev, data, now) if isinstance(t, Tx)]
-            case.sent += 1
-            if sorted(kernel) == sorted(mine):
-                case.agreed += 1
-            else:
-                case.diffs.append(f"packet {n} in {dev}: {packet_text(data)}\n"
-                                  f"  kernel: {[describe(o) for o in kernel]}\n"
-                                  f"  ipgate: {[describe(o) for o in mine]}")
-            emitted.extend(o for o in kernel if o[0] != "eth0" or o[2][9] != 1)
+            pieces = [data]
+            if rng.random() < 0.1 and len(data) > 100 and not data[6] & 0x40:
+                # sent in fragments (maybe out of order): reassembled before conntrack on both sides
+                frags = ip_fragment(data, rng.choice((68, 96, 576)))
+                if isinstance(frags, list) and len(frags) > 1:
+                    pieces = [bytes(f) for f in frags]
+                    if rng.random() < 0.5:
+                        pieces.reverse()
+            for piece in pieces:
+                kernel = [_mask(o) for o in gw.inject(dev, [piece])[0]]
+                # the engine's clock follows the kernel's: its rate limits count jiffies of real time
+                now = 1.0 + time.monotonic() - t0
+                mine = [_mask((t.dev, t.nexthop, t.data)) for t in eng.receive(dev, piece, now)
+                        if isinstance(t, Tx)]
+                case.sent += 1
+                if sorted(kernel) == sorted(mine):
+                    case.agreed += 1
+                else:
+                    case.diffs.append(f"packet {n} in {dev}: {packet_text(piece)}\n"
+                                      f"  kernel: {[describe(o) for o in kernel]}\n"
+                                      f"  ipgate: {[describe(o) for o in mine]}")
+                emitted.extend(o for o in kernel if o[0] != "eth0" or o[2][9] != 1)
         _st, ksave, _e = gw.run("iptables-save -c")
         _st, knat, _e = gw.run("iptables-save -c -t nat")
     sh = Shell(stack)
