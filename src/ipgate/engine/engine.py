@@ -216,6 +216,21 @@ class Engine:
         self._local_out(skb, dev.ifindex if dev is not None else 0)
         return out
 
+    def link_failure(self, data: bytes | bytearray, now: float) -> list[Result]:
+        """ipv4_link_failure(): the next hop of a packet we sent never answered ARP; tell the sender
+        (ICMP host unreachable), as the kernel does when a neighbour entry fails with packets queued."""
+        self.now = now
+        out: list[Result] = []
+        self._out = out
+        buf = bytearray(data)
+        if isinstance(parse_ipv4(buf), DropReason):
+            return out
+        self._sync_tables()
+        skb = Skb(buf, None)
+        self.icmp_send(skb, ICMP_DEST_UNREACH, 1, 0)  # ICMP_HOST_UNREACH
+        out.append(Drop("neighbour resolution failed", bytes(data)))
+        return out
+
     def next_timer(self) -> float | None:
         """When `handle_timer` has work: fragment queues timing out, conntrack entries expiring."""
         times = [t for t in (self.defrag.next_timer(), self.conntrack.next_expiry()) if t is not None]
