@@ -38,6 +38,7 @@ from ipgate.conntrack.conn import (
     IP_CT_RELATED_REPLY,
     IP_CT_UNTRACKED,
     IPS_CONFIRMED,
+    IPS_DST_NAT,
     IPS_NAT_DONE_MASK,
     IPS_NAT_MASK,
     IPS_SEQ_ADJUST,
@@ -87,9 +88,7 @@ from ipgate.route.rules import Flow
 from ipgate.stack import Stack
 
 _U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
 
-# Hook -> (table, chain) in priority order, without conntrack and NAT (placed by the code).
 ICMP_DEST_UNREACH = 3
 ICMP_REDIRECT = 5
 ICMP_TIME_EXCEEDED = 11
@@ -175,7 +174,7 @@ class Engine:
         fp = self.fastpath
         ctres: CtResult | None = None
         key = None
-        if fp.usable and self.trace is None and (self._ct_on or self.stack.ct_helpers.ports):
+        if fp.usable and self.trace is None and self._ct_active():
             hit = fp.lookup(d, buf, ip, mark, now)
             if type(hit) is Tx:
                 out.append(hit)
@@ -277,7 +276,7 @@ class Engine:
             return
         self._tables = {name: CTable(t, self) for name, t in nf.tables.items()}
         self._nf_gen = nf.gen
-        self._ct_on = "nat" in nf.tables or bool(self.stack.ct_helpers.ports) or any(
+        self._ct_on = "nat" in nf.tables or any(
             isinstance(m, _CT_MATCHES) or isinstance(r.target, _CT_TARGETS)
             for t in nf.tables.values() for c in t.chains.values() for r in c.rules for m in (*r.matches, None))
         self.fastpath.sync()
@@ -302,8 +301,8 @@ class Engine:
             if ext.masq_index in dead_devs or (ext.masq_index, ct.reply.dst) in gone:
                 self.conntrack.kill(ct, self.now)
 
-    def conntrack_enabled(self) -> bool:
-        self._sync_tables()
+    def _ct_active(self) -> bool:
+        """Is nf_conntrack hooked in?  The tables asked for it, or a helper module is loaded."""
         return self._ct_on or bool(self.stack.ct_helpers.ports)
 
     def _table(self, skb: Skb, table: str, chain: str, hook: int) -> int:
@@ -318,7 +317,7 @@ class Engine:
     def _prerouting(self, skb: Skb, ctres: CtResult | None = None) -> None:
         self._sync_tables()
         self._sync_stack()
-        ct_on = self._ct_on or bool(self.stack.ct_helpers.ports)
+        ct_on = self._ct_active()
         if ctres is not None:
             # the fast path already ran conntrack for this packet (it had no raw rules to pass first)
             if not self._conntrack_result(skb, ctres):
@@ -434,7 +433,7 @@ class Engine:
             return self._dropped(skb, "mangle/INPUT")
         if self._table(skb, "filter", "INPUT", NF_INET_LOCAL_IN) != NF_ACCEPT:
             return self._dropped(skb, "filter/INPUT")
-        if self._ct_on or self.stack.ct_helpers.ports:
+        if self._ct_active():
             if not self._nat_hook(skb, NF_INET_LOCAL_IN, "INPUT"):
                 return
             if not self._confirm(skb):
@@ -513,7 +512,7 @@ class Engine:
         """ip_output() -> POSTROUTING -> ip_finish_output(): fragment, then out to the nexthop."""
         if self._table(skb, "mangle", "POSTROUTING", NF_INET_POST_ROUTING) != NF_ACCEPT:
             return self._dropped(skb, "mangle/POSTROUTING")
-        if self._ct_on or self.stack.ct_helpers.ports:
+        if self._ct_active():
             if not self._nat_hook(skb, NF_INET_POST_ROUTING, "POSTROUTING"):
                 return
             if not self._confirm(skb):
@@ -542,7 +541,7 @@ class Engine:
         rt = self._route_out(skb, oif, anysrc)
         if rt is None:
             return
-        ct_on = self._ct_on or bool(self.stack.ct_helpers.ports)
+        ct_on = self._ct_active()
         if ct_on and skb.is_fragment:
             skb2 = self._defrag(skb, IP_DEFRAG_CONNTRACK_OUT)
             if skb2 is None:
@@ -716,7 +715,7 @@ class Engine:
         if buf[hdr] == ICMP_REDIRECT:
             if ct.status & IPS_NAT_DONE_MASK != IPS_NAT_DONE_MASK or ct.status & IPS_NAT_MASK:
                 return False
-        statusbit = IPS_SRC_NAT if mtype == ManipType.SRC else IPS_SRC_NAT << 1
+        statusbit = IPS_SRC_NAT if mtype == ManipType.SRC else IPS_DST_NAT
         if direction:
             statusbit ^= IPS_NAT_MASK
         if not ct.status & statusbit:
