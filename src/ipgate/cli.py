@@ -10,7 +10,7 @@ from ipgate.shell import ScriptErrors, Shell, load_script
 from ipgate.stack import Stack
 
 TOOLS = ("ip", "ifconfig", "route", "sysctl", "iptables", "iptables-save", "iptables-restore", "conntrack", "trace",
-         "cat", "ipchains", "ipfwadm", "netstat", "modprobe")
+         "cat", "ipchains", "ipfwadm", "netstat", "modprobe", "ipnat")
 
 
 def load(path: str, keep_going: bool = False) -> Stack:
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"ipgate: {config}: {e.strerror}", file=sys.stderr)
             return 1
-        res = Shell(stack).run_argv(argv)
+        sh = Shell(stack)
+        sh.stdin = sys.stdin.read  # `ipnat -f -`
+        res = sh.run_argv(argv)
         sys.stdout.write(res.out)
         sys.stderr.write(res.err)
         return res.status

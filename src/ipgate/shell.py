@@ -8,6 +8,8 @@ the state and only a fully successful script replaces it.
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ipgate.commands.base import Exit, Output
@@ -26,6 +28,8 @@ class Result:
 class Shell:
     def __init__(self, stack: Stack | None = None) -> None:
         self.stack = stack if stack is not None else Stack()
+        self.stdin: Callable[[], str] | None = None  # what `ipnat -f -` reads
+        self.script_dir = ""  # a script's own directory: relative files it names are found there
 
     def run_line(self, line: str) -> Result:
         return self.run_argv(split_line(line))
@@ -96,6 +100,11 @@ class Shell:
 
             # Offline there is no clock: masqueraded connections are listed as of time 0.
             return netstat(self.stack, args, o, 0.0)
+        if prog == "ipnat":
+            from ipgate.commands.ipnat import ipnat
+
+            return ipnat(self.stack.ipnat, self.stack.netfilter.resolver, words[0], args, o, self.stdin,
+                         self.script_dir)
         if prog == "echo":
             return do_echo(self.stack, words, o)
         if prog == "printf":
@@ -118,6 +127,7 @@ def load_script(text: str, filename: str, stack: Stack | None = None, keep_going
     """
     work = copy.deepcopy(stack) if stack is not None else Stack()
     sh = Shell(work)
+    sh.script_dir = os.path.dirname(filename)
     errors: list[ConfigError] = []
     if not keep_going and text.count("\n") >= BULK_LINES:
         # Big scripts (full tables): `ip route add P via G ...` lines go through

@@ -36,6 +36,7 @@ from ipgate.inet import (
 )
 from ipgate.link import devinet
 from ipgate.link.device import IFA_F_NOPREFIXROUTE, LOOPBACK_IFINDEX, Device, IfAddr
+from ipgate.nat.ipnat.state import IpnatState
 from ipgate.netfilter import Netfilter
 from ipgate.route.config import FibConfig, NhConfig
 from ipgate.route.fib import (
@@ -96,6 +97,7 @@ class Stack:
         self.netfilter = Netfilter()  # iptables tables; the packet engine (issue 3) will read them
         self.conntrack = ConntrackTable()  # connection tracking; fed by the packet engine (issue 3)
         self.ct_helpers = HelperRegistry()  # loaded conntrack helpers (modprobe nf_conntrack_ftp ...)
+        self.ipnat = IpnatState()  # IP Filter NAT rules (`ipnat -f`) and the hook to its session table
         self.addr_genid = 0
         self.saddr_cache: dict[tuple[FibNh, int], int] = {}  # see route.lookup.prefsrc_of
         self.saddr_cache_gen = -1

@@ -67,6 +67,7 @@ from ipgate.nat.core import (
     nf_nat_inet_fn,
     nf_nat_setup_info,
 )
+from ipgate.nat.ipnat.core import IpnatTable
 from ipgate.netfilter import matches as M
 from ipgate.netfilter import targets as T
 from ipgate.packet.build import IPDEFTTL, build_ipv4, icmp_error_packet
@@ -102,6 +103,22 @@ _CT_MATCHES = (M.ConntrackMatch, M.ConnmarkMatch)
 _CT_TARGETS = (T.Connmark, T.Ct, T.Snat, T.Dnat, T.Masquerade, T.Redirect, T.Netmap)
 
 
+class StackIfaddr:
+    """IP Filter's fr_ifpaddr(): an interface's (first primary) address, for `0/32` rules.
+
+    A plain object holding the stack, so that copying a stack (configuration reloads)
+    copies the session table's view of it too."""
+
+    __slots__ = ("stack",)
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def __call__(self, ifname: str) -> int | None:
+        d = self.stack.devices.get(ifname)
+        return d.addrs[0].local if d is not None and d.nprim else None
+
+
 class _Peer:
     """The rate-limit fields of struct inet_peer, in jiffies; a new peer was last used long ago."""
 
@@ -135,6 +152,7 @@ class Engine:
         self._ip_id = 0
         self._peers: dict[int, _Peer] = {}  # inet_peer: rate limits per remote address
         self._stack_gen = -1
+        self._ipnat_gen = -1
         self._rl = (float("-inf"), 0)  # net_ratelimit() window start and messages in it
         self._record: Callable[[TraceStep], None] | None = None  # the fast path's recorder during a slow walk
         self._addrs: set[tuple[int, int]] = set()
@@ -171,10 +189,24 @@ class Engine:
             del buf[ip.tot_len:]  # pskb_trim_rcsum(): link-layer padding
         self._sync_tables()
         self._sync_stack()
+        ipf = self._ipnat()
+        if ipf is not None:
+            # IP Filter's rdr (and bimap, and the way back of map) on packets arriving on `dev`,
+            # before netfilter sees them (fr_checknatin() runs first in fr_check())
+            v = ipf.check_in(dev, buf, now)
+            if v.blocked:
+                return self._ipnat_refused(buf, "in", dev)
+            if v.translated:
+                if self.trace is not None:
+                    self._note("ipnat", f"in on {dev}: {self._pkt_text(Skb(bytearray(buf), d))}")
+                ip = parse_ipv4(buf)
+                if isinstance(ip, DropReason):  # cannot happen: the rewrite keeps the header sound
+                    out.append(Drop(ip.name, bytes(buf)))
+                    return out
         fp = self.fastpath
         ctres: CtResult | None = None
         key = None
-        if fp.usable and self.trace is None and self._ct_active():
+        if fp.usable and ipf is None and self.trace is None and self._ct_active():
             hit = fp.lookup(d, buf, ip, mark, now)
             if type(hit) is Tx:
                 out.append(hit)
@@ -300,6 +332,29 @@ class Engine:
                 continue
             if ext.masq_index in dead_devs or (ext.masq_index, ct.reply.dst) in gone:
                 self.conntrack.kill(ct, self.now)
+
+    def _ipnat(self) -> IpnatTable | None:
+        """The IP Filter NAT session table, following the loaded `ipnat` rules; None without rules or sessions."""
+        st = self.stack.ipnat
+        t = st.sessions
+        if not st.rules and t is None:
+            return None
+        if not isinstance(t, IpnatTable):
+            t = IpnatTable(StackIfaddr(self.stack))
+            st.sessions = t
+            self._ipnat_gen = -1
+        if st.generation != self._ipnat_gen:
+            t.sync_rules(st.rules)
+            self._ipnat_gen = st.generation
+        return t
+
+    def _ipnat_refused(self, buf: bytearray, where: str, dev: str) -> list[Result]:
+        """fr_check(): a packet NAT could not translate (no room) is blocked (FI_BADNAT)."""
+        self.counters.inc("IPNAT_BADNAT")
+        if self.trace is not None:
+            self._note("ipnat", f"{where} on {dev}: no room for a new mapping: blocked")
+        self._out.append(Drop(f"ipnat: no free mapping ({where} on {dev})", bytes(buf)))
+        return self._out
 
     def _ct_active(self) -> bool:
         """Is nf_conntrack hooked in?  The tables asked for it, or a helper module is loaded."""
@@ -519,6 +574,18 @@ class Engine:
                 return
         out = skb.outdev
         assert out is not None
+        ipf = self._ipnat()
+        if ipf is not None:
+            # IP Filter's map/bimap/map-block on packets leaving by `out`, after netfilter
+            # (fr_checknatout() runs after the filter rules in fr_check())
+            v = ipf.check_out(out.name, skb.buf, self.now)
+            if v.blocked:
+                self._ipnat_refused(skb.buf, "out", out.name)
+                return
+            if v.translated:
+                skb.load()
+                if self.trace is not None:
+                    self._note("ipnat", f"out on {out.name}: {self._pkt_text(skb)}")
         frags = ip_fragment(skb.buf, out.mtu, ignore_df=skb.frag_max_size > 0 and skb.indev is not None,
                             frag_max_size=skb.frag_max_size, counters=self.counters)
         if isinstance(frags, FragNeeded):
