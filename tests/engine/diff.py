@@ -23,12 +23,12 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from ipgate.commands.trace import _packet_text as packet_text
 from ipgate.engine.engine import Engine
 from ipgate.engine.result import Tx
 from ipgate.inet import aton, ntoa
 from ipgate.packet.build import build_icmp, build_tcp, build_udp
 from ipgate.packet.checksum import ip_compute_csum
+from ipgate.packet.describe import packet_text
 from ipgate.packet.frag import ip_fragment
 from ipgate.shell import Shell, load_script
 

@@ -24,13 +24,13 @@ from ipgate.engine.xtables import TraceStep
 from ipgate.inet import aton, ntoa
 from ipgate.netfilter.listing import save_rule
 from ipgate.packet.build import build_icmp, build_ipv4, build_tcp, build_udp
+from ipgate.packet.describe import TCP_FLAGS, packet_text
 from ipgate.stack import Stack
 
 USAGE = ("usage: ipgate trace [--json] PROTO SRC[:PORT] DST[:PORT] (iif DEV | local) [mark N] [tos T] [ttl N]\n"
          "                    [flags S|SA|A|PA|F|R] [len N] [type T] [code C] [id N] [seq N] [ack N]"
          " [then SPEC ...]")
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
-TCP_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
 
 
 @dataclass
@@ -181,24 +181,6 @@ def build(s: Spec, tcp: TcpState) -> bytearray:
     return build_ipv4(s.src, s.dst, s.proto, payload, tos=s.tos, ttl=s.ttl)
 
 
-def _packet_text(data: bytes) -> str:
-    if len(data) < 20:
-        return data.hex()
-    proto = data[9]
-    ihl = (data[0] & 0x0F) * 4
-    src, dst = ntoa(int.from_bytes(data[12:16], "big")), ntoa(int.from_bytes(data[16:20], "big"))
-    if proto in (6, 17) and len(data) >= ihl + 4:
-        sp, dp = int.from_bytes(data[ihl:ihl + 2], "big"), int.from_bytes(data[ihl + 2:ihl + 4], "big")
-        text = f"{'tcp' if proto == 6 else 'udp'} {src}:{sp} -> {dst}:{dp}"
-        if proto == 6 and len(data) >= ihl + 14:
-            f = data[ihl + 13]
-            text += " [" + "".join(k for k, b in TCP_FLAGS.items() if f & b) + "]"
-        return text + f" ttl {data[8]} len {int.from_bytes(data[2:4], 'big')}"
-    if proto == 1 and len(data) >= ihl + 2:
-        return f"icmp {src} -> {dst} type {data[ihl]} code {data[ihl + 1]} ttl {data[8]}"
-    return f"proto {proto} {src} -> {dst} ttl {data[8]}"
-
-
 def _event_dict(ev: Event | TraceStep, stack: Stack) -> dict[str, object]:
     if isinstance(ev, TraceStep):
         d: dict[str, object] = {"kind": "rule", "table": ev.table, "chain": ev.chain, "step": ev.kind,
@@ -223,20 +205,20 @@ def _event_line(ev: Event | TraceStep, stack: Stack) -> str:
 
 def _result_dict(r: Result) -> dict[str, object]:
     if isinstance(r, Tx):
-        return {"result": "out", "dev": r.dev, "nexthop": ntoa(r.nexthop), "packet": _packet_text(r.data),
+        return {"result": "out", "dev": r.dev, "nexthop": ntoa(r.nexthop), "packet": packet_text(r.data),
                 "hex": r.data.hex()}
     if isinstance(r, Local):
-        return {"result": "local", "dev": r.dev, "packet": _packet_text(r.data)}
-    return {"result": "drop", "reason": r.reason, "packet": _packet_text(r.data)}
+        return {"result": "local", "dev": r.dev, "packet": packet_text(r.data)}
+    return {"result": "drop", "reason": r.reason, "packet": packet_text(r.data)}
 
 
 def _result_line(r: Result) -> str:
     if isinstance(r, Tx):
-        return f"  => out {r.dev} via {ntoa(r.nexthop)}: {_packet_text(r.data)}"
+        return f"  => out {r.dev} via {ntoa(r.nexthop)}: {packet_text(r.data)}"
     if isinstance(r, Local):
-        return f"  => delivered locally (in {r.dev}): {_packet_text(r.data)}"
+        return f"  => delivered locally (in {r.dev}): {packet_text(r.data)}"
     assert isinstance(r, Drop)
-    return f"  => DROP ({r.reason}): {_packet_text(r.data)}"
+    return f"  => DROP ({r.reason}): {packet_text(r.data)}"
 
 
 def trace(stack: Stack, args: list[str], o: Output, now: float = 0.0) -> int:
@@ -269,11 +251,11 @@ def trace(stack: Stack, args: list[str], o: Output, now: float = 0.0) -> int:
             if isinstance(r, Tx):
                 tcp.record(r.data)
         if as_json:
-            report.append({"packet": n, "spec": s.text, "in": s.iif or "local", "sent": _packet_text(bytes(pkt)),
+            report.append({"packet": n, "spec": s.text, "in": s.iif or "local", "sent": packet_text(bytes(pkt)),
                            "events": [_event_dict(e, stack) for e in events],
                            "results": [_result_dict(r) for r in results]})
             continue
-        o.write(f"packet {n}: {_packet_text(bytes(pkt))} {'in ' + s.iif if s.iif else 'from the gateway'}"
+        o.write(f"packet {n}: {packet_text(bytes(pkt))} {'in ' + s.iif if s.iif else 'from the gateway'}"
                 + (f" mark {s.mark:#x}" if s.mark else "") + "\n")
         for e in events:
             if isinstance(e, Event) and e.kind in ("receive", "output") and not e.text.startswith("generated"):

@@ -72,6 +72,7 @@ from ipgate.netfilter import matches as M
 from ipgate.netfilter import targets as T
 from ipgate.packet.build import IPDEFTTL, build_ipv4, icmp_error_packet
 from ipgate.packet.checksum import csum_replace2, ip_compute_csum, l4_checksum_ok
+from ipgate.packet.describe import packet_text
 from ipgate.packet.drop import Counters, DropReason, Mib
 from ipgate.packet.frag import (
     IP_DEFRAG_CONNTRACK_IN,
@@ -940,12 +941,7 @@ class Engine:
             tr.events.append(Event(kind, text))
 
     def _pkt_text(self, skb: Skb) -> str:
-        p = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp"}.get(skb.proto, f"proto {skb.proto}")
-        if skb.proto in (IPPROTO_TCP, IPPROTO_UDP):
-            return f"{p} {ntoa(skb.saddr)}:{skb.sport} -> {ntoa(skb.daddr)}:{skb.dport} ttl {skb.ttl}"
-        if skb.proto == IPPROTO_ICMP:
-            return f"{p} {ntoa(skb.saddr)} -> {ntoa(skb.daddr)} type {skb.sport} code {skb.dport} ttl {skb.ttl}"
-        return f"{p} {ntoa(skb.saddr)} -> {ntoa(skb.daddr)} ttl {skb.ttl}"
+        return packet_text(skb.buf)
 
     def _route_text(self, rt: Route) -> str:
         s = f"{RTN_NAMES.get(rt.type, rt.type)} dev {rt.dev.name}"
