@@ -21,22 +21,46 @@ def load(path: str, keep_going: bool = False) -> Stack:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     config: str | None = None
-    if len(argv) >= 2 and argv[0] in ("-c", "--config"):
-        config = argv[1]
+    control: str | None = None  # a running gateway's control socket (ipgate.io.main)
+    while len(argv) >= 2 and argv[0] in ("-c", "--config", "--control"):
+        if argv[0] == "--control":
+            control = argv[1]
+        else:
+            config = argv[1]
         argv = argv[2:]
     if not argv:
         print("usage: ipgate [-c FILE] {ip|ifconfig|route|sysctl} ... | ipgate check FILE | ipgate demo"
-              " | ipgate -c FILE replay IN -o OUT.pcapng",
+              " | ipgate -c FILE replay IN -o OUT.pcapng | ipgate run -c FILE [--attach IF=DEV]"
+              " | ipgate [--control PATH] {ip|iptables|conntrack|save|reload|stats} ...",
               file=sys.stderr)
         return 2
     if argv[0] == "check":
         return cmd_check(argv[1:])
     if argv[0] == "replay":
         return cmd_replay(config, argv[1:])
+    if argv[0] == "ipftest":
+        from ipgate.ipftest import main as ipftest_main
+
+        return ipftest_main(argv[1:])
     if argv[0] == "demo":
         from ipgate.demo import run_demo
 
         return int(run_demo())
+    if argv[0] == "run":
+        from ipgate.io.main import cmd_run
+
+        return cmd_run(argv[1:], config, control)
+    if argv[0] in (*TOOLS, "save", "reload", "stats"):
+        from ipgate.io.main import LIVE_ONLY, cmd_remote, control_target
+
+        target = control_target(control, config)
+        if target is not None:
+            return cmd_remote(target, argv)
+        if argv[0] in LIVE_ONLY:
+            print(f"ipgate: {argv[0]}: no running gateway (give --control PATH)", file=sys.stderr)
+            return 1
+    if argv[0] == "save":
+        return cmd_save(config)
     if argv[0] in TOOLS:
         try:
             stack = load(config) if config else Stack()
@@ -54,6 +78,22 @@ def main(argv: list[str] | None = None) -> int:
         return res.status
     print(f"ipgate: unknown command {argv[0]!r}", file=sys.stderr)
     return 2
+
+
+def cmd_save(config: str | None) -> int:
+    """`ipgate -c FILE save`: the configuration as ipgate save writes it (round trip of a script)."""
+    from ipgate.save import save
+
+    try:
+        stack = load(config) if config else Stack()
+    except ScriptErrors as e:
+        print(e, file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"ipgate: {config}: {e.strerror}", file=sys.stderr)
+        return 1
+    sys.stdout.write(save(stack))
+    return 0
 
 
 def cmd_check(argv: list[str]) -> int:

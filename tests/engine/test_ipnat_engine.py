@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.packet.oracle import ip_hdr_ok, l4_ok
+
 from ipgate.engine.engine import Engine
 from ipgate.engine.result import Drop, Result, Tx
 from ipgate.inet import aton, ntoa
 from ipgate.packet.build import build_tcp, build_udp
 from ipgate.shell import Shell, load_script
 from ipgate.stack import Stack
-from tests.packet.oracle import ip_hdr_ok, l4_ok
 
 CONF = """
 ip link add eth0 type dummy

@@ -162,6 +162,17 @@ class Engine:
         self.fastpath = FastPath(self)
 
     # -- public API ---------------------------------------------------------------
+    def rebind(self, stack: Stack) -> None:
+        """Run over a reloaded configuration: keep queues, rate limits and counters, re-derive the rest.
+
+        The caller gives `stack` the running conntrack table first (connections survive a reload)."""
+        self.stack = stack
+        self.conntrack = stack.conntrack
+        self._nf_gen = -1  # rebuild the compiled tables (and re-decide the fast path)
+        self._stack_gen = -1  # re-check addresses: connections masqueraded with a vanished one die
+        self._ipnat_gen = -1
+        self.fastpath.flush()
+
     def clock(self) -> float:
         return self.now
 

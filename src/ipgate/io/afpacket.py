@@ -1,0 +1,223 @@
+"""AF_PACKET sockets bound to one existing interface (packet(7)).
+
+`PacketSocket(ifname)` is SOCK_RAW with ETH_P_ALL: whole Ethernet frames in
+and out.  It is created with protocol 0 (it receives nothing) and only then
+bound to the interface with ETH_P_ALL, so no frame of another interface
+slips in.  Our own transmitted frames would come back as PACKET_OUTGOING
+copies: PACKET_IGNORE_OUTGOING (Linux 4.20) stops them in the kernel.
+
+PACKET_VNET_HDR is on: every frame read starts with a virtio_net_hdr saying
+which checksum or segmentation offload is still pending (veth peers and GRO
+hand such packets up); vnet.finish() completes them.  Frames written carry
+an all-zero header (nothing to offload).
+
+Two receive paths: plain recv() (one system call per frame, the default),
+and an optional TPACKET_V3 mmap RX ring (PACKET_RX_RING,
+Documentation/networking/packet_mmap.rst): the kernel fills blocks of
+frames and hands over a block when it is full or after retire_blk_tov ms;
+the reader walks the block in shared memory with no system call per frame.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import select
+import socket
+import struct
+from collections import Counter
+
+from ipgate.io import netdev
+from ipgate.io.vnet import VNET_HDR_LEN, ZERO_HDR, VnetError, finish
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_RX_RING = 5
+PACKET_VERSION = 10
+PACKET_VNET_HDR = 15
+PACKET_IGNORE_OUTGOING = 23
+PACKET_OUTGOING = 4
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
+
+# struct tpacket_req3: block_size, block_nr, frame_size, frame_nr, retire_blk_tov, sizeof_priv, feature_req_word
+_REQ3 = struct.Struct("IIIIIII")
+# struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1: block_status, num_pkts,
+# offset_to_first_pkt, ...
+_BLOCK = struct.Struct("IIIII")
+# struct tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status, tp_mac, tp_net
+_PKT3 = struct.Struct("IIIIIIHH")
+_STATUS = struct.Struct("I")
+_BLOCK_STATUS_OFF = 8
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h (not in Python's socket module)
+RCVBUF = 4 << 20  # SO_RCVBUFFORCE: room for bursts on the plain path
+MAX_FRAME = 65536 + VNET_HDR_LEN
+
+
+class RxRing:
+    """A TPACKET_V3 receive ring: `block_nr` blocks of `block_size` bytes, walked block by block."""
+
+    def __init__(self, sock: socket.socket, *, block_size: int = 1 << 20, block_nr: int = 8,
+                 frame_size: int = 2048, retire_ms: int = 1) -> None:
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        req = _REQ3.pack(block_size, block_nr, frame_size, block_size * block_nr // frame_size, retire_ms, 0, 0)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        self.block_size = block_size
+        self.block_nr = block_nr
+        self.map = mmap.mmap(sock.fileno(), block_size * block_nr, mmap.MAP_SHARED,
+                             mmap.PROT_READ | mmap.PROT_WRITE)
+        self.view = memoryview(self.map)
+        self.cur = 0
+
+    def read_blocks(self, limit: int, vnet: bool) -> tuple[list[bytes], int, int]:
+        """Frames of the ready blocks (whole blocks, while fewer than `limit` frames were read), how many
+        were malformed, and how many needed their offloads finished."""
+        out: list[bytes] = []
+        bad = fixed = 0
+        mm, view = self.map, self.view
+        bs, nr = self.block_size, self.block_nr
+        pkt3 = _PKT3.unpack_from
+        while len(out) < limit:
+            base = self.cur * bs
+            _ver, _priv, status, num, first = _BLOCK.unpack_from(mm, base)
+            if not status & TP_STATUS_USER:
+                break
+            p = base + first
+            for _ in range(num):
+                nxt, _s, _ns, snaplen, _len, _st, mac, _net = pkt3(mm, p)
+                if vnet and mm[p + mac - VNET_HDR_LEN:p + mac] != ZERO_HDR:
+                    frames = _finish(bytes(view[p + mac - VNET_HDR_LEN:p + mac + snaplen]))
+                    if frames is None:
+                        bad += 1
+                    else:
+                        fixed += 1
+                        out += frames
+                else:
+                    out.append(bytes(view[p + mac:p + mac + snaplen]))
+                if not nxt:
+                    break
+                p += nxt
+            _STATUS.pack_into(mm, base + _BLOCK_STATUS_OFF, TP_STATUS_KERNEL)  # hand the block back
+            self.cur = (self.cur + 1) % nr
+        return out, bad, fixed
+
+    def close(self) -> None:
+        self.view.release()
+        self.map.close()
+
+
+def _finish(data: bytes) -> list[bytes] | None:
+    try:
+        return finish(data)
+    except VnetError:
+        return None
+
+
+class PacketSocket:
+    """Frames of one interface: `read_batch` and `write`; malformed offload headers are counted and dropped."""
+
+    def __init__(self, ifname: str, *, ring: bool = False, vnet: bool = True) -> None:
+        self.name = ifname
+        self.ifindex = netdev.ifindex(ifname)
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
+        try:
+            try:
+                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                self.filter_outgoing = False
+            except OSError:
+                self.filter_outgoing = True  # older kernels: drop PACKET_OUTGOING copies ourselves
+            if vnet:
+                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+            self.ring = RxRing(sock) if ring else None
+            sock.bind((ifname, ETH_P_ALL))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.vnet = vnet
+        self.rx_errors = 0  # malformed offload headers, failed reads
+        self.tx_errors = 0
+        self.offloads = 0  # frames whose checksum or segmentation we finished (vnet.finish)
+        self.errnos: Counter[str] = Counter()  # why reads and writes failed
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read_batch(self, limit: int) -> list[bytes]:
+        if self.ring is not None:
+            frames, bad, fixed = self.ring.read_blocks(limit, self.vnet)
+            self.rx_errors += bad
+            self.offloads += fixed
+            return frames
+        out: list[bytes] = []
+        if self.filter_outgoing:
+            recvfrom = self.sock.recvfrom
+            for _ in range(limit):
+                try:
+                    data, addr = recvfrom(MAX_FRAME)
+                except BlockingIOError:
+                    break
+                except OSError as e:
+                    self._error(e)
+                    break
+                if addr[2] == PACKET_OUTGOING:
+                    continue
+                self._add(out, data)
+            return out
+        recv = self.sock.recv
+        for _ in range(limit):
+            try:
+                data = recv(MAX_FRAME)
+            except BlockingIOError:
+                break
+            except OSError as e:  # ENETDOWN while the interface is down...
+                self._error(e)
+                break
+            self._add(out, data)
+        return out
+
+    def _error(self, e: OSError) -> None:
+        self.rx_errors += 1
+        self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
+
+    def _add(self, out: list[bytes], data: bytes) -> None:
+        if not self.vnet:
+            out.append(data)
+            return
+        if data.startswith(ZERO_HDR):
+            out.append(data[VNET_HDR_LEN:])
+            return
+        frames = _finish(data)
+        if frames is None:
+            self.rx_errors += 1
+            self.errnos["bad virtio_net_hdr"] += 1
+        else:
+            self.offloads += 1
+            out += frames
+
+    def write(self, frame: bytes) -> bool:
+        try:
+            if self.vnet:
+                self.sock.sendmsg((ZERO_HDR, frame))
+            else:
+                self.sock.send(frame)
+        except OSError as e:  # ENOBUFS, ENETDOWN, EMSGSIZE: dropped, as a full queue would
+            self.tx_errors += 1
+            self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
+            return False
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        """For tests and benchmarks: is a frame ready within `timeout` seconds?"""
+        return bool(select.select([self.sock], [], [], timeout)[0])
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        self.sock.close()
