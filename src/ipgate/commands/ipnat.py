@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable
 
 from ipgate.commands.base import Output
+from ipgate.commands.legacy_getopt import bsd_getopt
 from ipgate.errors import ConfigError
 from ipgate.nat.ipnat.parse import parse
 from ipgate.nat.ipnat.printer import listing, printnat, statistics
@@ -38,44 +39,9 @@ def usage(prog: str, o: Output) -> int:
     return 1
 
 
-def bsd_getopt(prog: str, args: list[str], optstring: str,
-               o: Output) -> tuple[list[tuple[str, str | None]], list[str]] | None:
-    """getopt(3) as on the BSDs and Solaris: no permutation; None after printing the error."""
-    name = os.path.basename(prog)
-    opts: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(args):
-        word = args[i]
-        if word == "--":
-            return opts, args[i + 1:]
-        if not word.startswith("-") or word == "-":
-            return opts, args[i:]
-        i += 1
-        j = 1
-        while j < len(word):
-            c = word[j]
-            k = optstring.find(c)
-            if c == ":" or k < 0:
-                o.error(f"{name}: illegal option -- {c}")
-                return None
-            if optstring[k + 1:k + 2] == ":":
-                if j + 1 < len(word):
-                    opts.append((c, word[j + 1:]))
-                elif i < len(args):
-                    opts.append((c, args[i]))
-                    i += 1
-                else:
-                    o.error(f"{name}: option requires an argument -- {c}")
-                    return None
-                break
-            opts.append((c, None))
-            j += 1
-    return opts, []
-
-
 def ipnat(state: IpnatState, names: Resolver, prog: str, args: list[str], o: Output,
           stdin: Callable[[], str] | None = None, base_dir: str = "") -> int:
-    got = bsd_getopt(prog, args, OPTSTRING, o)
+    got = bsd_getopt(os.path.basename(prog), args, OPTSTRING, o.error)
     if got is None:
         return usage(prog, o)
     flags: set[str] = set()

@@ -1,4 +1,5 @@
-"""getopt(3) and getopt_long(3) as glibc runs them for ipchains, ipfwadm and netstat.
+"""getopt(3) and getopt_long(3) as glibc runs them for ipchains, ipfwadm and netstat, and the BSD
+getopt(3) that IP Filter's tools (ipnat, ipftest) were built with (`bsd_getopt`).
 
 The legacy tools read extra words themselves by moving optind (ipchains
 `-s ADDR PORT`, ipfwadm `-a POLICY`, `-S ADDR PORT...`), so `peek`/`take`
@@ -12,6 +13,7 @@ it is returned as option "\\x01", as glibc's RETURN_IN_ORDER does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 NONOPT = "\x01"
@@ -112,3 +114,45 @@ class Getopt:
         if self.optind >= len(self.argv):
             return ("?", f"{self.prog}: option '--{lo.name}' requires an argument")
         return (lo.key, self.take())
+
+
+def bsd_getopt(name: str, args: list[str], optstring: str, error: Callable[[str], None], *,
+               skip_bad: bool = False) -> tuple[list[tuple[str, str | None]], list[str]] | None:
+    """getopt(3) as on the BSDs and Solaris: no permutation, the first non-option word ends the options.
+
+    Returns (options, the words left), or None after reporting a bad option through `error` -- unless
+    `skip_bad`, for tools whose option switch has no default case (ipftest): the option is reported
+    and skipped."""
+    opts: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            return opts, args[i + 1:]
+        if not word.startswith("-") or word == "-":
+            return opts, args[i:]
+        i += 1
+        j = 1
+        while j < len(word):
+            c = word[j]
+            k = optstring.find(c)
+            if c == ":" or k < 0:
+                error(f"{name}: illegal option -- {c}")
+                if not skip_bad:
+                    return None
+                j += 1
+                continue
+            if optstring[k + 1:k + 2] == ":":
+                if j + 1 < len(word):
+                    opts.append((c, word[j + 1:]))
+                elif i < len(args):
+                    opts.append((c, args[i]))
+                    i += 1
+                else:
+                    error(f"{name}: option requires an argument -- {c}")
+                    if not skip_bad:
+                        return None
+                break
+            opts.append((c, None))
+            j += 1
+    return opts, []

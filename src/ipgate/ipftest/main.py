@@ -64,6 +64,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ipgate.commands.base import Output
+from ipgate.commands.legacy_getopt import bsd_getopt
 from ipgate.errors import ConfigError
 from ipgate.ipftest.filter import (
     FR_BLOCK,
@@ -347,40 +348,6 @@ class _Stdin:
         return text
 
 
-def _getopt(args: list[str], o: Output) -> tuple[list[tuple[str, str | None]], list[str]]:
-    """getopt(3) as on the BSDs: no permutation; a bad option is reported and
-    skipped (ipftest's switch has no default case)."""
-    opts: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(args):
-        word = args[i]
-        if word == "--":
-            return opts, args[i + 1:]
-        if not word.startswith("-") or word == "-":
-            return opts, args[i:]
-        i += 1
-        j = 1
-        while j < len(word):
-            c = word[j]
-            k = OPTSTRING.find(c)
-            if c == ":" or k < 0:
-                o.error(f"{PROG}: illegal option -- {c}")
-                j += 1
-                continue
-            if OPTSTRING[k + 1:k + 2] == ":":
-                if j + 1 < len(word):
-                    opts.append((c, word[j + 1:]))
-                elif i < len(args):
-                    opts.append((c, args[i]))
-                    i += 1
-                else:
-                    o.error(f"{PROG}: option requires an argument -- {c}")
-                break
-            opts.append((c, None))
-            j += 1
-    return opts, []
-
-
 class _Fail(Exception):
     """Stop main() with EXIT_FAIL after the message was printed."""
 
@@ -473,7 +440,9 @@ def ipftest(args: list[str], o: Output, stdin: Callable[[], str] | None = None,
     nat = IpnatState()
     rules: list[FilterRule] = []
     inp = _Stdin(stdin)
-    opts, _rest = _getopt(args, o)
+    got = bsd_getopt(PROG, args, OPTSTRING, o.error, skip_bad=True)
+    assert got is not None  # skip_bad never gives up
+    opts, _rest = got
     try:
         for c, arg in opts:
             a = arg or ""
