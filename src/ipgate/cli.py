@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print("usage: ipgate [-c FILE] {ip|ifconfig|route|sysctl} ... | ipgate check FILE | ipgate demo"
               " | ipgate -c FILE replay IN -o OUT.pcapng | ipgate run -c FILE [--attach IF=DEV]"
-              " | ipgate [--control PATH] {ip|iptables|conntrack|save|reload|stats} ...",
+              " | ipgate [--control PATH] {ip|iptables|conntrack|save|reload|stats} ..."
+              " | ipgate lab [TOPOLOGY] [--kernel] [--keep]",
               file=sys.stderr)
         return 2
     if argv[0] == "check":
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         from ipgate.demo import run_demo
 
         return int(run_demo())
+    if argv[0] == "lab":
+        return cmd_lab(argv[1:])
     if argv[0] == "run":
         from ipgate.io.main import cmd_run
 
@@ -94,6 +97,38 @@ def cmd_save(config: str | None) -> int:
         return 1
     sys.stdout.write(save(stack))
     return 0
+
+
+def cmd_lab(argv: list[str]) -> int:
+    """`ipgate lab [TOPOLOGY] [--kernel] [--keep]`: a namespace lab, its steps, then teardown."""
+    from ipgate.lab.netns import NetnsError, usable
+    from ipgate.lab.run import KEEP_MAX, LabError, run_lab
+    from ipgate.lab.topology import TopologyError, load
+
+    p = argparse.ArgumentParser(prog="ipgate lab", description="build a network-namespace lab, run its steps, "
+                                "tear it down (needs root)")
+    p.add_argument("topology", nargs="?", default="demo", help="a TOML description, or a built-in name (demo)")
+    p.add_argument("--kernel", action="store_true", help="the Linux kernel (iptables-legacy) is the gateway")
+    p.add_argument("--keep", action="store_true",
+                   help=f"keep the lab up after the steps until Ctrl-C or SIGTERM (at most {KEEP_MAX:g} s)")
+    a = p.parse_args(argv)
+    try:
+        topo = load(a.topology)
+    except TopologyError as e:
+        print(f"ipgate lab: {e}", file=sys.stderr)
+        return 1
+    why = usable()
+    if why is not None:
+        print(f"ipgate lab: {why}", file=sys.stderr)
+        return 1
+    try:
+        return 0 if run_lab(topo, kernel=a.kernel, keep=KEEP_MAX if a.keep else 0.0).ok else 1
+    except (LabError, NetnsError) as e:
+        print(f"ipgate lab: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ipgate lab: interrupted; the lab is torn down", file=sys.stderr)
+        return 130
 
 
 def cmd_check(argv: list[str]) -> int:

@@ -1,5 +1,8 @@
 """`ipgate demo`: load the seed documents' configurations and show what the box does.
 
+As root with `ip netns`, it starts with a live lab (ipgate.lab: LAN hosts reach
+a server through `ipgate run`, masquerading and policy routing).
+
 For each configuration in `examples/` it prints the listings the document shows
 (`ip rule list`, the routing tables, `ifconfig` and `route -n` once those tools
 exist) and a few `ip route get` answers, each with one line saying why.  Every
@@ -217,8 +220,11 @@ def demo_one(ex: Example, out: TextIO) -> bool:
 
 
 def run_demo(out: TextIO | None = None) -> int:
-    """Entry point of `ipgate demo`: 0 when every configuration loaded."""
+    """Entry point of `ipgate demo`: 0 when the live lab (if it ran) passed and every configuration loaded."""
     out = out if out is not None else sys.stdout
+    from ipgate.lab.run import live_demo
+
+    live_ok = live_demo(out)  # real hosts in namespaces when root, else one line saying so
     where = examples_dir()
     paths = ordered(list(where.glob("*.conf"))) if where is not None else []
     if not paths:
@@ -232,7 +238,7 @@ def run_demo(out: TextIO | None = None) -> int:
         ok = demo_one(read_example(path), out) and ok
     if where is not None:
         ok = demo_packets(where / "netfilter", out) and ok
-    return 0 if ok else 1
+    return 0 if ok and live_ok else 1
 
 
 # The packet path: each (configuration, trace arguments, why) is `ipgate -c examples/netfilter/CONF trace ARGS`.
