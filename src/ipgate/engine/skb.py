@@ -32,7 +32,7 @@ class Skb:
 
     __slots__ = ("buf", "indev", "outdev", "mark", "ct", "ctinfo", "ct_reason", "route", "nexthop",
                  "saddr", "daddr", "proto", "tos", "ttl", "ihl", "frag_off", "tot_len", "fragoff",
-                 "sport", "dport", "l4len", "hotdrop", "mac", "frag_max_size", "local_out", "hook", "ct_helper")
+                 "sport", "dport", "l4len", "hotdrop", "mac", "frag_max_size", "hook", "ct_helper")
 
     saddr: int
     daddr: int
@@ -60,7 +60,6 @@ class Skb:
         self.hotdrop = False
         self.mac: bytes | None = None
         self.frag_max_size = 0
-        self.local_out = indev is None
         self.hook = 0
         self.ct_helper = ""  # -j CT --helper: the template's helper for a new connection
         self.load()
@@ -79,11 +78,6 @@ class Skb:
             self.sport, self.dport = buf[self.ihl], buf[self.ihl + 1]  # type, code
         else:
             self.sport = self.dport = 0
-
-    @property
-    def len(self) -> int:
-        """skb->len: what the counters add (the IP total length)."""
-        return self.tot_len
 
     @property
     def is_fragment(self) -> bool:
