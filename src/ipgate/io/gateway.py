@@ -17,6 +17,11 @@ counted and logged (rate-limited) and the packet dropped.
 SIGHUP reloads the configuration (validated first, connections kept, see
 rebind.py); SIGTERM and SIGINT stop: devices the gateway created go away
 with their descriptors, the control socket is removed.
+
+With a state file (--state) the connections also survive a restart: they are
+loaded before the first packet and saved on a clean stop, and every
+--state-interval seconds if asked (conntrack/persist.py).  With --metrics the
+counters are served to Prometheus from the same loop (metrics.py).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from ipgate.conntrack.persist import StateError, load_state, save_state
 from ipgate.engine.engine import Engine
 from ipgate.engine.result import Drop, Result, Tx
 from ipgate.inet import ntoa
@@ -37,6 +43,7 @@ from ipgate.io import netdev
 from ipgate.io.afpacket import PacketSocket
 from ipgate.io.control import ControlServer
 from ipgate.io.live import LiveCommands
+from ipgate.io.metrics import MetricsServer, collect, render
 from ipgate.io.ports import AttachSpec, Port, default_spec, open_port
 from ipgate.io.rebind import carry_state, rebind_engine, rebind_link
 from ipgate.io.syslog import SyslogWriter
@@ -56,7 +63,9 @@ DevState = dict[str, tuple[bool, frozenset[int]]]
 
 class Gateway:
     def __init__(self, config: str, attach: list[AttachSpec], *, control: str | None = None,
-                 log: SyslogWriter | None = None, batch: int = BATCH, ring: bool = False) -> None:
+                 log: SyslogWriter | None = None, batch: int = BATCH, ring: bool = False,
+                 state: str | None = None, state_interval: float = 0.0,
+                 metrics: tuple[str, int] | None = None) -> None:
         self.config = config
         self.attach = {a.ifname: a for a in attach}
         self.control_path = control
@@ -83,6 +92,15 @@ class Gateway:
         self._next_sweep = 0.0
         self._failed: Counter[str] = Counter()  # port -> wake-ups in a row with only read errors
         self._pause_for: dict[str, float] = {}  # port -> its next pause, doubling while it keeps failing
+        # the state file and the metrics (see start, serve and the section at the end)
+        self.state_path = state
+        self.state_interval = state_interval
+        self._next_save = 0.0
+        self.metrics_addr = metrics
+        self.metrics: MetricsServer | None = None
+        self.forwarded = 0  # Tx results
+        self.rx_bytes: Counter[str] = Counter()  # port -> bytes read
+        self.tx_bytes: Counter[str] = Counter()  # port -> bytes written
 
     # -- start and stop -----------------------------------------------------------------------
     def start(self) -> None:
@@ -94,6 +112,7 @@ class Gateway:
             unknown = set(self.attach) - set(_interfaces(stack))
             if unknown:
                 raise ValueError(f"--attach names interfaces the configuration lacks: {', '.join(sorted(unknown))}")
+            self._restore_state(stack)  # before any device is open: before the first packet
             for name in _interfaces(stack):
                 self._open(name, stack)
             self._bind(stack)
@@ -104,6 +123,10 @@ class Gateway:
             self._signals()
             if self.control_path:
                 self.control = ControlServer(self.control_path, self.commands.run, self.sel)
+            if self.metrics_addr is not None:
+                self.metrics = MetricsServer(self.metrics_addr, lambda: render(collect(self)), self.sel)
+                host, port = self.metrics.address
+                self.log.info(f"metrics on http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
             now = time.monotonic()
             self._devstate = {}
             self._announce(now)
@@ -171,6 +194,9 @@ class Gateway:
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         for port in self.ports.values():
             try:
                 self.sel.unregister(port.io)
@@ -204,6 +230,7 @@ class Gateway:
                 self.log.info(msg)
             self._timers(time.monotonic())
         self.log.info("stopping")
+        self.save_state()
 
     def _engine_due(self) -> float:
         """When the engine has timer work: its fragment queues' own deadlines, and a conntrack sweep every
@@ -215,7 +242,9 @@ class Gateway:
     def _timeout(self) -> float:
         due = [t for t in (self._engine_due(), self.link.next_timer() if self.link else None,
                            self.control.next_deadline() if self.control else None,
-                           min(self._paused.values(), default=None)) if t is not None]
+                           min(self._paused.values(), default=None),
+                           self.metrics.next_deadline() if self.metrics else None,
+                           self._next_save if self.state_interval and self.state_path else None) if t is not None]
         if not due:
             return MAX_SLEEP
         return min(max(min(due) - time.monotonic(), 0.0), MAX_SLEEP)
@@ -238,6 +267,12 @@ class Gateway:
                 self._guard(run)
         if self.control is not None:
             self.control.expire(now)
+        if self.metrics is not None:
+            self.metrics.expire(now)
+        if self.state_interval and self.state_path and self._next_save <= now:
+            if self._next_save:
+                self.save_state(quiet=True)
+            self._next_save = now + self.state_interval
         for name, when in list(self._paused.items()):
             if when <= now:
                 del self._paused[name]
@@ -262,6 +297,7 @@ class Gateway:
         self._failed.pop(port.name, None)
         self._pause_for.pop(port.name, None)
         port.rx += len(items)
+        self.rx_bytes[port.name] += sum(map(len, items))
         now = time.monotonic()
         name = port.name
         receive = self.engine.receive
@@ -301,6 +337,7 @@ class Gateway:
         ports = self.ports
         for r in results:
             if type(r) is Tx:
+                self.forwarded += 1
                 port = ports.get(r.dev)
                 if port is None:
                     self._drop(f"no device attached for {r.dev}", r.data, now)
@@ -308,7 +345,7 @@ class Gateway:
                     assert self.link is not None
                     self._send(self.link.ip_out(r.dev, r.nexthop, r.data, now))
                 else:
-                    port.write(r.data)
+                    self._write(port, r.data)
             elif type(r) is Drop:
                 self._drop(r.reason, r.data, now)
             else:
@@ -319,7 +356,14 @@ class Gateway:
         for dev, frame in frames:
             port = ports.get(dev)
             if port is not None:
-                port.write(frame)
+                self._write(port, frame)
+
+    def _write(self, port: Port, data: bytes) -> None:
+        """Port.write, and the bytes it took for the metrics."""
+        tx = port.tx
+        port.write(data)
+        if port.tx != tx:
+            self.tx_bytes[port.name] += len(data)
 
     def _drop(self, reason: str, data: bytes, now: float) -> None:
         drops = self.drops
@@ -419,6 +463,41 @@ class Gateway:
                 lines.append(f"link drop {n:>10} {reason}")
         return "\n".join(lines) + "\n"
 
+    # -- the state file (conntrack/persist.py) ----------------------------------------------------
+    def _restore_state(self, stack: Stack) -> None:
+        """Load the saved connections into `stack` before it carries any packet.  No file: a clean
+        start, silently; a corrupt or incompatible one: a clean start with one warning."""
+        path = self.state_path
+        if not path:
+            return
+        try:
+            r = load_state(path, stack, time.monotonic(), rng=self.engine.rng)
+        except (StateError, OSError) as e:
+            why = f"{e.strerror or e}" if isinstance(e, OSError) else str(e)
+            self.log.info(f"warning: state file {path} not loaded ({why}): starting with no connections")
+            return
+        if r is not None:
+            gone = f", {r.dropped} gone meanwhile" if r.dropped else ""
+            self.log.info(f"restored {r.connections} connections, {r.expectations} expectations and "
+                          f"{r.nat_sessions} NAT sessions from {path} (down {r.downtime:.1f} s{gone})")
+
+    def save_state(self, *, quiet: bool = False) -> bool:
+        """Write the connections to the state file, if there is one; a failure is logged, never raised
+        (`quiet`: the periodic saves log only their failures)."""
+        path = self.state_path
+        if not path:
+            return False
+        try:
+            s = save_state(path, self.stack, time.monotonic())
+        except (OSError, ValueError) as e:
+            why = f"{e.strerror or e}" if isinstance(e, OSError) else str(e)
+            self.log.info(f"warning: cannot save the state to {path}: {why}")
+            return False
+        if not quiet:
+            self.log.info(f"saved {s.connections} connections, {s.expectations} expectations and "
+                          f"{s.nat_sessions} NAT sessions to {path}")
+        return True
+
 
 def _interfaces(stack: Stack) -> list[str]:
     """The configuration's interfaces that need a real device: all but loopback."""
@@ -435,8 +514,10 @@ def _summary(data: bytes) -> str:
 
 
 def run(config: str, attach: list[AttachSpec], *, control: str | None, log: SyslogWriter,
-        ring: bool = False, batch: int = BATCH) -> int:
-    gw = Gateway(config, attach, control=control, log=log, ring=ring, batch=batch)
+        ring: bool = False, batch: int = BATCH, state: str | None = None, state_interval: float = 0.0,
+        metrics: tuple[str, int] | None = None) -> int:
+    gw = Gateway(config, attach, control=control, log=log, ring=ring, batch=batch, state=state,
+                 state_interval=state_interval, metrics=metrics)
     try:
         gw.start()
     except (ScriptErrors, OSError, ValueError) as e:
