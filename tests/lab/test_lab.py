@@ -75,7 +75,7 @@ def test_kernel_translation() -> None:
     names = table_names(topo.gateway.config)
     assert numbered(["route", "show", "table", "smtp"], names) == ["route", "show", "table", "100"]
     assert named("32765:\tfrom all fwmark 0x2 lookup 100\n", names) == "32765:\tfrom all fwmark 0x2 lookup smtp\n"
-    for bad in ("ifconfig eth0 10.0.0.1", "ip netns exec x sh", "sysctl -w kernel.panic=1",
+    for bad in ("ipchains -A forward -j MASQ", "ip netns exec x sh", "sysctl -w kernel.panic=1",
                 "echo 1 > /etc/passwd", "ip route show | cat"):
         with pytest.raises(KernelScriptError):
             translate(bad, set())

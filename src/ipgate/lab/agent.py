@@ -2,9 +2,8 @@
 
     ping DST COUNT                 ICMP echo over a raw socket; prints "OK/COUNT rtt MS"; exit 0 if all answered
     tcp DST PORT                   connect, say hello; prints "local A:P seen B:Q" (the server's view); exit 0
-    serve PORTS LIFETIME MAXCONN   TCP server on 0.0.0.0 for the comma-separated PORTS; prints "listening",
-                                   then "conn PORT PEER_ADDR PEER_PORT" per connection, and answers each
-                                   client with "seen PEER_ADDR PEER_PORT"; stops after LIFETIME s or MAXCONN
+    http, udp, ftp, fill ...       the clients of clients.py
+    serve SPECS LIFETIME MAXCONN NAME   the bounded servers of servers.py (TCP, UDP, FTP)
 
 Everything is bounded: every wait has a timeout, every loop a count.
 """
@@ -12,7 +11,6 @@ Everything is bounded: every wait has a timeout, every loop a count.
 from __future__ import annotations
 
 import os
-import selectors
 import socket
 import struct
 import sys
@@ -92,40 +90,21 @@ def tcp(dst: str, port: int) -> int:
     return 0
 
 
-def serve(ports: list[int], lifetime: float, maxconn: int) -> int:
-    sel = selectors.DefaultSelector()
-    for port in ports:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
-        s.listen(16)
-        sel.register(s, selectors.EVENT_READ, port)
-    print("listening", flush=True)
-    deadline = time.monotonic() + lifetime
-    served = 0
-    while served < maxconn and (left := deadline - time.monotonic()) > 0:
-        for key, _ in sel.select(left):
-            lsock = key.fileobj
-            assert isinstance(lsock, socket.socket)
-            c, peer = lsock.accept()
-            served += 1
-            with c:
-                print(f"conn {key.data} {peer[0]} {peer[1]}", flush=True)
-                try:
-                    _line(c)
-                    c.sendall(f"seen {peer[0]} {peer[1]}\n".encode())
-                except OSError:
-                    pass
-    return 0
-
-
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "ping":
-        return ping(argv[1], int(argv[2]))
-    if len(argv) == 3 and argv[0] == "tcp":
-        return tcp(argv[1], int(argv[2]))
-    if len(argv) == 4 and argv[0] == "serve":
-        return serve([int(p) for p in argv[1].split(",")], float(argv[2]), int(argv[3]))
+    from ipgate.lab import clients, servers
+
+    cmd, args = (argv[0], argv[1:]) if argv else ("", [])
+    if cmd == "ping" and len(args) == 2:
+        return ping(args[0], int(args[1]))
+    if cmd in ("tcp", "http", "udp") and len(args) == 2:
+        return {"tcp": tcp, "http": clients.http_get, "udp": clients.udp_query}[cmd](args[0], int(args[1]))
+    if cmd == "ftp" and len(args) == 3:
+        return clients.ftp_get(args[0], int(args[1]), args[2])
+    if cmd == "fill" and len(args) == 5:
+        tport, uport, maximum, flows = (int(a) for a in args[1:])
+        return clients.fill(args[0], tport, uport, maximum, flows)
+    if cmd == "serve" and len(args) == 4:
+        return servers.serve(args[0].split(","), float(args[1]), int(args[2]), args[3])
     print(f"usage: {__doc__}", file=sys.stderr)
     return 2
 

@@ -8,22 +8,37 @@ Lines are translated, not interpreted by a shell:
     echo V > /proc/sys/net/...           `sysctl -w` inside the namespace
     sysctl -w KEY=V                      as is
     iptables[-save|-restore] ...         iptables-legacy (the namespace's own tables)
+    ifconfig ..., route ...              net-tools, as is (they act on the namespace only)
+    echo TEXT                            skipped
+    modprobe HELPER [ports=P,...]        FTP/IRC (ip_masq_ftp, nf_conntrack_irc ...): the kernel's
+                                         nf_conntrack_H and nf_nat_H must be there (`modules`,
+                                         `load_module`), and since Linux 4.7 assigns no helper by
+                                         port, `-t raw -A PREROUTING -p tcp --dport P -j CT --helper H`
 
-Anything else (ifconfig, route, ipchains, ipnat ...) is refused: the kernel
-mode compares what both can run.
+Anything else (ipchains, ipnat ...) is refused: the kernel mode compares
+what both can run.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Collection, Mapping
+from pathlib import Path
 
+from ipgate.commands.modprobe import module_name
 from ipgate.commands.script import logical_lines, program_name, split_line, sysctl_key
+from ipgate.conntrack.helper import MODULE_HELPERS
+from ipgate.lab.netns import run
 
 IPTABLES = {"iptables": "iptables-legacy", "iptables-save": "iptables-legacy-save",
             "iptables-restore": "iptables-legacy-restore"}
 TABLE_WORDS = ("table", "lookup")
 NOT_IN_IP = ("netns", "-n", "-netns", "-b", "-batch")  # the line must stay in the gateway namespace
+HELPER_PORTS = {"ftp": 21, "irc": 6667}
+NET_TOOLS = ("ifconfig", "route")
+MODPROBE = ("modprobe", "insmod")
+KALLSYMS_MAX = 64 << 20  # bytes of /proc/kallsyms read at most
 
 
 class KernelScriptError(ValueError):
@@ -77,9 +92,32 @@ def _ip(args: list[str], ports: Collection[str], names: dict[str, str]) -> list[
     return ["ip", *numbered(args, names)]
 
 
+def _helper(args: list[str]) -> tuple[str, list[str]] | None:
+    """`modprobe ip_masq_ftp ports=21,2121`: ("ftp", ["21", "2121"]); None for any other module."""
+    names = [a for a in args if not a.startswith("-") and "=" not in a]
+    unload = any(a in ("-r", "--remove") for a in args)
+    helper = MODULE_HELPERS.get(module_name(names[0])) if len(names) == 1 and not unload else None
+    if helper is None:
+        return None
+    ports = [str(HELPER_PORTS[helper])]
+    for a in args:
+        if a.startswith("ports="):
+            ports = a[len("ports="):].split(",")
+    if not all(p.isdigit() and 0 < int(p) < 65536 for p in ports):
+        raise KernelScriptError(f"bad ports in {' '.join(args)!r}")
+    return helper, ports
+
+
+def _ct_rules(helper: str, ports: list[str]) -> list[list[str]]:
+    return [[IPTABLES["iptables"], "-t", "raw", "-A", "PREROUTING", "-p", "tcp", "--dport", p, "-j", "CT",
+             "--helper", helper] for p in ports]
+
+
 def _line(words: list[str], ports: Collection[str], names: dict[str, str]) -> list[str] | None:
     """The argv for one line's words, or None when the line needs no command."""
     prog, args = program_name(words[0]), words[1:]
+    if prog == "echo" and not any(w in (">", ">>") for w in words):
+        return None
     if prog == "echo" and _rt_tables(words, names):
         return None
     if prog == "echo" and len(words) >= 4 and words[-2] == ">":
@@ -97,7 +135,10 @@ def _line(words: list[str], ports: Collection[str], names: dict[str, str]) -> li
         if not all(a.startswith(("-", "net.", "net/")) for a in args):
             raise KernelScriptError("sysctl: net.* keys only")
         return ["sysctl", *args]
-    raise KernelScriptError(f"the kernel mode runs ip, iptables, echo and sysctl lines, not {prog}")
+    if prog in NET_TOOLS:
+        return [prog, *args]
+    raise KernelScriptError(f"the kernel mode runs ip, iptables, ifconfig, route, echo, sysctl and "
+                            f"FTP/IRC modprobe lines, not {prog}")
 
 
 def translate(script: str, ports: Collection[str]) -> list[tuple[int, list[str]]]:
@@ -107,9 +148,51 @@ def translate(script: str, ports: Collection[str]) -> list[tuple[int, list[str]]
     for n, line in logical_lines(script):
         try:
             words = split_line(line)
+            if words and program_name(words[0]) in MODPROBE:
+                helper = _helper(words[1:])
+                if helper is None:
+                    raise KernelScriptError("the kernel mode loads FTP and IRC helpers only")
+                out += [(n, argv) for argv in _ct_rules(*helper)]
+                continue
             argv = _line(words, ports, names) if words else None
         except ValueError as e:  # KernelScriptError included
             raise KernelScriptError(f"line {n}: {e}: {line.strip()}") from None
         if argv is not None:
             out.append((n, argv))
     return out
+
+
+def modules(script: str) -> list[str]:
+    """The kernel modules the script's helper lines need (nf_conntrack_ftp, nf_nat_ftp ...)."""
+    need: list[str] = []
+    for _, line in logical_lines(script):
+        try:
+            words = split_line(line)
+            helper = _helper(words[1:]) if words and program_name(words[0]) in MODPROBE else None
+        except ValueError:
+            continue
+        if helper is not None:
+            need += [m for m in (f"nf_conntrack_{helper[0]}", f"nf_nat_{helper[0]}") if m not in need]
+    return need
+
+
+def _built_in(name: str) -> bool:
+    """A module compiled into the kernel: its init function is in /proc/kallsyms."""
+    try:
+        with open("/proc/kallsyms", "rb") as f:
+            text = f.read(KALLSYMS_MAX)
+    except OSError:
+        return False
+    return re.search(rb" (%s_init|%s)\b" % (name.encode(), name.encode()), text) is not None
+
+
+def load_module(name: str) -> str | None:
+    """Make sure the kernel has module `name`; None when it does, else why not."""
+    if Path("/sys/module", name).exists() or _built_in(name):
+        return None
+    if shutil.which("modprobe") is None:
+        return f"kernel module {name} is not loaded and there is no modprobe to load it"
+    d = run(["modprobe", name])
+    if d.status != 0:
+        return f"kernel module {name} cannot be loaded: {d.err.strip() or f'modprobe status {d.status}'}"
+    return None

@@ -63,7 +63,7 @@ def print_summary(r: Report, out: TextIO) -> None:
         for c in r.seen:
             o = clients.get(c.peer)
             who = f"   (from {o.step.host} {o.client})" if o is not None else ""
-            out.write(f"  {c.host} port {c.port:<5} {c.peer:<22}{who}\n")
+            out.write(f"  {c.host} {c.kind:<8} port {c.port:<5} {c.peer:<22}{who}\n")
         out.write("\n")
     failed = [o for o in r.outcomes if not o.ok]
     who = "the kernel" if r.kernel else "ipgate"

@@ -33,7 +33,7 @@ from typing import TextIO
 import ipgate
 from ipgate.io.control import ControlError, request
 from ipgate.lab import netns
-from ipgate.lab.kernel import KernelScriptError, named, numbered, table_names, translate
+from ipgate.lab.kernel import KernelScriptError, load_module, modules, named, numbered, table_names, translate
 from ipgate.lab.netns import PREFIX, Done, Namespaces, NetnsError
 from ipgate.lab.steps import Outcome, run_step
 from ipgate.lab.topology import Topology
@@ -50,6 +50,10 @@ KERNEL_TOOLS = {"iptables": "iptables-legacy", "iptables-save": "iptables-legacy
 
 class LabError(RuntimeError):
     """The lab could not be brought up."""
+
+
+class KernelModuleError(LabError):
+    """--kernel: a kernel module the configuration needs cannot be loaded here."""
 
 
 def _env() -> dict[str, str]:
@@ -113,6 +117,7 @@ class ServerConn:
     host: str  # the server's host
     port: int
     peer: str  # ADDR:PORT as the server saw it
+    kind: str = "tcp"  # tcp, udp, ftp-ctl, ftp-port (the address a PORT/EPRT named), ftp-data
 
 
 @dataclass(eq=False)
@@ -196,6 +201,8 @@ class Lab:
     def _ipgate_gateway(self) -> None:
         conf = self._path("gw.conf")
         conf.write_text(self.topo.gateway.config)
+        for name, text in self.topo.gateway.files:
+            self._path(name).write_text(text)
         attach = [w for lk in self.topo.gateway.links for w in ("--attach", f"{lk.ifname}={lk.ifname}")]
         argv = [sys.executable, "-m", "ipgate", "run", "-c", str(conf), *attach, "--control", self.sock,
                 "--log", str(self._path("gw.log"))]
@@ -222,20 +229,24 @@ class Lab:
             lines = translate(gw.config, {lk.ifname for lk in gw.links})
         except KernelScriptError as e:
             raise LabError(f"{gw.config_name}: {e}") from None
+        for module in modules(gw.config):
+            why = load_module(module)
+            if why is not None:
+                raise KernelModuleError(f"{gw.config_name}: {why}")
         for n, argv in lines:
             d = self.ns.exec(self.gw_ns, argv)
-            if d.status != 0:
+            if d.status != 0 or (argv[0] == "sysctl" and d.err.strip()):  # procps sysctl exits 0 on EINVAL
                 raise LabError(f"{gw.config_name}:{n}: the kernel refused `{' '.join(argv)}`: {d.err.strip()}")
 
     # -- used by the steps ----------------------------------------------------------------
     def agent(self, host: str, *args: str, timeout: float = 10.0) -> Done:
         return self.ns.exec(host, [sys.executable, "-m", "ipgate.lab.agent", *args], timeout=timeout, env=_env())
 
-    def serve(self, host: str, ports: list[int]) -> str:
-        """Start a server on `host`; "" once it listens, else what went wrong."""
+    def serve(self, host: str, specs: list[str]) -> str:
+        """Start servers on `host` (PORT, PORT/udp, PORT/ftp); "" once they listen, else what went wrong."""
         out_path = self._path(f"serve-{host}-{len(self.servers)}.out")
-        argv = [sys.executable, "-m", "ipgate.lab.agent", "serve", ",".join(map(str, ports)),
-                str(SERVE_LIFETIME), str(SERVE_MAXCONN)]
+        argv = [sys.executable, "-m", "ipgate.lab.agent", "serve", ",".join(specs),
+                str(SERVE_LIFETIME), str(SERVE_MAXCONN), host]
         with open(out_path, "w") as out:
             p = self.ns.spawn(host, argv, env=_env(), stdout=out.fileno())
         self.procs.append(p)
@@ -263,9 +274,15 @@ class Lab:
         for host, path in self.servers:
             for line in _read(path).splitlines():
                 w = line.split()
-                if len(w) == 4 and w[0] == "conn" and w[1].isdigit():
-                    conns.append(ServerConn(host, int(w[1]), f"{w[2]}:{w[3]}"))
+                if len(w) == 4 and w[0] in ("conn", "udp") and w[1].isdigit():
+                    conns.append(ServerConn(host, int(w[1]), f"{w[2]}:{w[3]}", "tcp" if w[0] == "conn" else "udp"))
+                elif len(w) == 5 and w[0] == "ftp" and w[1].isdigit():
+                    conns.append(ServerConn(host, int(w[1]), f"{w[3]}:{w[4]}", f"ftp-{w[2]}"))
         return conns
+
+    def host_cmd(self, host: str, argv: list[str]) -> Done:
+        """A command in a host's namespace (`ip neigh` for the arp step)."""
+        return self.ns.exec(host, argv)
 
     # -- down -----------------------------------------------------------------------------
     def down(self) -> list[str]:
@@ -374,4 +391,4 @@ def live_demo(out: TextIO) -> bool:
     return ok
 
 
-__all__ = ["Lab", "LabError", "Report", "live_demo", "run_lab"]
+__all__ = ["KernelModuleError", "Lab", "LabError", "Report", "live_demo", "run_lab"]

@@ -6,10 +6,13 @@ Each step gives an `Outcome`: ok or not, and one line (or a listing) saying what
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ipgate.lab.netns import Done
 from ipgate.lab.topology import Step, Topology
+
+if TYPE_CHECKING:
+    from ipgate.lab.run import ServerConn
 
 PING_COUNT = 3
 
@@ -18,12 +21,19 @@ class Target(Protocol):
     """What the steps need from a lab."""
 
     topo: Topology
+    kernel: bool
 
     def agent(self, host: str, *args: str, timeout: float = ...) -> Done: ...
 
-    def serve(self, host: str, ports: list[int]) -> str: ...
+    def serve(self, host: str, specs: list[str]) -> str: ...
 
     def gateway_cmd(self, argv: list[str]) -> Done: ...
+
+    def host_cmd(self, host: str, argv: list[str]) -> Done: ...
+
+    def server_view(self) -> list[ServerConn]: ...
+
+    def log(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +41,9 @@ class Outcome:
     step: Step
     ok: bool
     text: str  # one line, or the listing of a `show`
-    client: str = ""  # tcp: the client's own address:port
-    seen: str = ""  # tcp: the client address:port the server saw
+    client: str = ""  # tcp, udp, http, ftp: the client's own address:port
+    seen: str = ""  # ... the client address:port the server saw (ftp: its control connection)
+    server: str = ""  # http: the server that answered
 
 
 def _ping(lab: Target, step: Step) -> Outcome:
@@ -47,24 +58,9 @@ def _ping(lab: Target, step: Step) -> Outcome:
     return Outcome(step, d.status == 0, text)
 
 
-def _tcp(lab: Target, step: Step) -> Outcome:
-    addr, _, port = step.args[0].rpartition(":")
-    d = lab.agent(step.host, "tcp", addr, port, timeout=15.0)
-    words = d.out.split()
-    if d.status != 0 or len(words) != 4:
-        return Outcome(step, False, f"{step.host} -> {addr}:{port}: {d.out.strip() or d.err.strip()}")
-    client, seen = words[1], words[3]
-    line = f"{step.host} {client} -> {addr}:{port}: the server saw {seen}"
-    want = step.args[2] if len(step.args) == 3 else None
-    if want is not None and seen.rpartition(":")[0] != want:
-        return Outcome(step, False, f"{line}, expected {want}", client, seen)
-    return Outcome(step, True, line, client, seen)
-
-
 def _serve(lab: Target, step: Step) -> Outcome:
-    ports = [int(p) for p in step.args]
-    problem = lab.serve(step.host, ports)
-    where = f"{step.host} serving TCP port{'s' if len(ports) > 1 else ''} {', '.join(step.args)}"
+    problem = lab.serve(step.host, list(step.args))
+    where = f"{step.host} serving {', '.join(p if '/' in p else f'{p}/tcp' for p in step.args)}"
     return Outcome(step, not problem, f"{where}: {problem}" if problem else where)
 
 
@@ -75,5 +71,7 @@ def _show(lab: Target, step: Step) -> Outcome:
 
 
 def run_step(lab: Target, step: Step) -> Outcome:
-    kinds = {"ping": _ping, "tcp": _tcp, "serve": _serve, "show": _show}
+    from ipgate.lab import clientsteps
+
+    kinds = {"ping": _ping, "serve": _serve, "show": _show, **clientsteps.KINDS}
     return kinds[step.kind](lab, step)

@@ -8,6 +8,7 @@
     [gateway]                        # a namespace where `ipgate run` attaches to its veth ends
     links = { eth0 = "lan", eth1 = "uplink1" }   # configuration interface = LAN it is wired to
     config = '''ip link add eth0 type dummy ...'''   # the script, inline; or config_file = "gw.conf"
+    files = { "ipnat.conf" = '''rdr ...''' }     # written beside the script (`ipnat -f ipnat.conf`)
 
     [hosts.lan1]                     # one namespace per host
     links = { eth0 = "lan 10.0.0.2/24" }         # interface = "LAN ADDRESS/LEN ..."
@@ -16,12 +17,22 @@
 
 A LAN with two members is one veth pair; with more, a bridge in a namespace
 of its own (``sw-LAN``).  Hosts may only use documentation and private
-addresses: a lab never reaches anything outside its namespaces.
+addresses: a lab never reaches anything outside its namespaces.  `load`
+finds the built-in `demo` and the scenarios of lab/scenarios/ by name.
 
-Steps:  serve HOST PORT...                 a bounded TCP server on HOST (answers with the client address it saw)
+Steps (stepparse.py; every client and server is bounded in time):
+        serve HOST PORT[/udp|/ftp]...      servers on HOST: TCP (lines, HTTP), UDP (DNS-like), FTP
         ping HOST DST [COUNT]              every echo must be answered
-        tcp HOST DST:PORT [expect ADDR]    connect; the server must have seen ADDR as the client
-        show COMMAND...                    a listing of the gateway (ip, iptables, conntrack)
+        tcp HOST DST:PORT [OPTIONS]        a line exchange; OPTIONS: expect ADDR (the client address
+                                           the server saw), ports LO-HI (its source port)
+        udp HOST DST:PORT [OPTIONS]        a DNS query answered with a TXT record; the same options
+        http HOST DST:PORT [OPTIONS]       GET /; also `from NAME`: the server (host) that answered
+        ftp HOST DST:PORT MODE [expect A]  ftplib: LIST and RETR in MODE active, eprt, passive or epsv
+        fill HOST DST:TPORT UPORT MAX FLOWS [expect ROOM FULL]   conntrack table full (clients.py)
+        arp HOST ADDR...                   HOST's neighbour table has every ADDR, all at one MAC
+        log TEXT...                        the gateway's log has TEXT
+        show COMMAND...                    a listing of the gateway (ip, iptables, conntrack, ifconfig,
+                                           route, ipnat)
 """
 
 from __future__ import annotations
@@ -40,7 +51,9 @@ ALLOWED = tuple(ipaddress.ip_network(n) for n in (
     "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # documentation (RFC 5737)
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # private (RFC 1918)
 ))
-SHOW_TOOLS = ("ip", "iptables", "iptables-save", "conntrack")
+SHOW_TOOLS = ("ip", "iptables", "iptables-save", "conntrack", "ifconfig", "route", "ipnat")
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 MAX_STEPS = 200
 MAX_NODES = 32
 
@@ -71,6 +84,7 @@ class Gateway:
     links: tuple[Link, ...]
     config: str  # the configuration script's text
     config_name: str  # where it came from, for messages
+    files: tuple[tuple[str, str], ...] = ()  # (name, text) written beside the script (`ipnat -f NAME`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,14 +198,22 @@ def _host(name: str, data: Any) -> Host:
     return Host(_name(name, "host"), _links(name, data, where, True), routes, forward)
 
 
+def _files(data: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    for fname, text in data.items():
+        if not FILE_RE.match(fname) or fname == "gw.conf" or not isinstance(text, str):
+            raise TopologyError(f"gateway.files: {fname!r}: expected NAME = \"text\" (a plain file name)")
+    return tuple(data.items())
+
+
 def _gateway(data: Mapping[str, Any], base: Path | None) -> Gateway:
     where = "gateway"
-    _unknown(data, ("name", "links", "config", "config_file"), where)
+    _unknown(data, ("name", "links", "config", "config_file", "files"), where)
     name = _name(_str(data, "name", where, "gw"), "gateway")
+    files = _files(_table(data, "files", where))
     if ("config" in data) == ("config_file" in data):
         raise TopologyError("gateway: give exactly one of `config` (the script) or `config_file`")
     if "config" in data:
-        return Gateway(name, _links(name, data, where, False), _str(data, "config", where), "gateway.config")
+        return Gateway(name, _links(name, data, where, False), _str(data, "config", where), "gateway.config", files)
     path = Path(_str(data, "config_file", where))
     if not path.is_absolute():
         if base is None:
@@ -201,41 +223,7 @@ def _gateway(data: Mapping[str, Any], base: Path | None) -> Gateway:
         text = path.read_text()
     except OSError as e:
         raise TopologyError(f"gateway: config_file {path}: {e.strerror}") from None
-    return Gateway(name, _links(name, data, where, False), text, str(path))
-
-
-def _endpoint(text: str, where: str) -> tuple[str, str]:
-    addr, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not allowed(addr):
-        raise TopologyError(f"{where}: {text!r}: expected ADDR:PORT with a documentation or private address")
-    return addr, port
-
-
-def parse_step(text: str, hosts: set[str]) -> Step:
-    where = f"step {text!r}"
-    words = text.split()
-    if not words:
-        raise TopologyError("empty step")
-    kind, rest = words[0], words[1:]
-    if kind == "show":
-        if not rest or rest[0] not in SHOW_TOOLS:
-            raise TopologyError(f"{where}: show one of {', '.join(SHOW_TOOLS)}")
-        return Step(kind, "", tuple(rest), text)
-    if kind not in ("serve", "ping", "tcp"):
-        raise TopologyError(f"{where}: unknown step (serve, ping, tcp, show)")
-    if not rest or rest[0] not in hosts:
-        raise TopologyError(f"{where}: the second word must be a host")
-    host, args = rest[0], rest[1:]
-    if kind == "serve" and (not args or not all(a.isdigit() and 0 < int(a) < 65536 for a in args)):
-        raise TopologyError(f"{where}: serve HOST PORT...")
-    if kind == "ping" and not (1 <= len(args) <= 2 and allowed(args[0])
-                               and (len(args) == 1 or args[1].isdigit() and 1 <= int(args[1]) <= 100)):
-        raise TopologyError(f"{where}: ping HOST DST [COUNT <= 100], DST a documentation or private address")
-    if kind == "tcp":
-        if len(args) not in (1, 3) or (len(args) == 3 and (args[1] != "expect" or not allowed(args[2]))):
-            raise TopologyError(f"{where}: tcp HOST DST:PORT [expect ADDR]")
-        _endpoint(args[0], where)
-    return Step(kind, host, tuple(args), text)
+    return Gateway(name, _links(name, data, where, False), text, str(path), files)
 
 
 def parse(text: str, base: Path | None = None) -> Topology:
@@ -255,6 +243,8 @@ def parse(text: str, base: Path | None = None) -> Topology:
     step_texts = _strings(data, "steps", "topology")
     if len(step_texts) > MAX_STEPS:
         raise TopologyError(f"at most {MAX_STEPS} steps")
+    from ipgate.lab.stepparse import parse_step
+
     steps = tuple(parse_step(s, {h.name for h in hosts}) for s in step_texts)
     topo = Topology(_str(data, "name", "topology", "lab"), _str(data, "about", "topology", ""), gateway, hosts, steps)
     for lan, members in topo.lans().items():
@@ -269,15 +259,24 @@ def parse(text: str, base: Path | None = None) -> Topology:
     return topo
 
 
+def names() -> list[str]:
+    """The topologies `load` knows by name: the built-in demo, then the scenarios."""
+    from ipgate.lab.builtin import BUILTIN
+
+    return [*BUILTIN, *sorted(p.stem for p in SCENARIOS.glob("*.toml"))]
+
+
 def load(spec: str) -> Topology:
-    """A built-in topology by name (`demo`), or a TOML file."""
+    """A topology by name (`demo`, or a scenario of lab/scenarios/), or a TOML file."""
     from ipgate.lab.builtin import BUILTIN
 
     if spec in BUILTIN:
         return parse(BUILTIN[spec])
     path = Path(spec)
+    if FILE_RE.match(spec) and not spec.endswith(".toml") and (SCENARIOS / f"{spec}.toml").is_file():
+        path = SCENARIOS / f"{spec}.toml"
     try:
         text = path.read_text()
     except OSError as e:
-        raise TopologyError(f"{spec}: {e.strerror} (built-in topologies: {', '.join(BUILTIN)})") from None
+        raise TopologyError(f"{spec}: {e.strerror} (topologies by name: {', '.join(names())})") from None
     return parse(text, path.resolve().parent)
