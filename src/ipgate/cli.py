@@ -107,7 +107,8 @@ def cmd_lab(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="ipgate lab", description="build a network-namespace lab, run its steps, "
                                 "tear it down (needs root)")
-    p.add_argument("topology", nargs="?", default="demo", help="a TOML description, or a built-in name (demo, or a scenario of src/ipgate/lab/scenarios/)")
+    p.add_argument("topology", nargs="?", default="demo",
+                   help="a TOML description, or a built-in name (demo, or a scenario of src/ipgate/lab/scenarios/)")
     p.add_argument("--kernel", action="store_true", help="the Linux kernel (iptables-legacy) is the gateway")
     p.add_argument("--keep", action="store_true",
                    help=f"keep the lab up after the steps until Ctrl-C or SIGTERM (at most {KEEP_MAX:g} s)")

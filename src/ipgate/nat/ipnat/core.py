@@ -59,6 +59,7 @@ from ipgate.nat.ipnat.icmperr import nat_icmperror
 from ipgate.nat.ipnat.natfrag import NatFragCache
 from ipgate.nat.ipnat.natrules import ActiveRule, RuleIndex
 from ipgate.nat.ipnat.pktinfo import PacketInfo
+from ipgate.nat.ipnat.proxy import ProxyTable
 from ipgate.nat.ipnat.rule import (
     ALL_ONES,
     IPN_FILTER,
@@ -174,6 +175,7 @@ class IpnatTable:
         self.memfail = 0
         self.badnat = 0
         self.orphans = 0
+        self.proxy = ProxyTable(self)  # proxy hook: ap_sess_list and the slave sessions' wildcards (proxy.py)
 
     # -- time ---------------------------------------------------------------------
     def ticks(self, now: float) -> int:
@@ -570,12 +572,16 @@ class IpnatTable:
             if nflags & IPN_ICMPQUERY:
                 sp, dp = fin.data1, 0
             nat = self.table.get_in((fin.p, fin.saddr, fin.daddr, sp, dp), ifname)
+            if nat is None:  # proxy hook: nat_outlookup()'s wildcard search (slave sessions)
+                nat = self.proxy.wild_lookup(fin, ifname, NAT_OUTBOUND)
             if nat is not None:
                 nflags = nat.flags
         if nat is None:
             failed = False
             for np in self._map_rules(fin, ifname):
                 nat = self._nat_new(fin, np, ifname, NAT_OUTBOUND, ticks)
+                if nat is not None and np.rule.plabel:  # proxy hook: nat_finalise()'s appr_new()
+                    self.proxy.appr_new(pkt, fin, nat, ifname, ticks)
                 if nat is not None:
                     np.hits += 1
                     created = True
@@ -585,6 +591,9 @@ class IpnatTable:
                 return REFUSED if failed else UNTOUCHED
         self._natout(fin, pkt, nat, natadd, nflags, ifname, ticks)
         nat.touched = ticks
+        if nat.rule is not None and nat.rule.rule.plabel:  # proxy hook: fr_natout() ends with appr_check()
+            if self.proxy.appr_check(pkt, nat, True, nflags, ifname, ticks) == -1:
+                return NatVerdict(-1, nat, created, icmp, frag)
         return NatVerdict(1, nat, created, icmp, frag)
 
     def check_in(self, ifname: str, pkt: WBuffer, now: float) -> NatVerdict:
@@ -615,12 +624,16 @@ class IpnatTable:
             if nflags & IPN_ICMPQUERY:
                 sp, dp = 0, fin.data1
             nat = self.table.get_out((fin.p, fin.saddr, fin.daddr, sp, dp), ifname)
+            if nat is None:  # proxy hook: nat_inlookup()'s wildcard search (slave sessions)
+                nat = self.proxy.wild_lookup(fin, ifname, NAT_INBOUND)
             if nat is not None:
                 nflags = nat.flags
         if nat is None:
             failed = False
             for np in self._rdr_rules(fin, ifname):
                 nat = self._nat_new(fin, np, ifname, NAT_INBOUND, ticks)
+                if nat is not None and np.rule.plabel:  # proxy hook: nat_finalise()'s appr_new()
+                    self.proxy.appr_new(pkt, fin, nat, ifname, ticks)
                 if nat is not None:
                     np.hits += 1
                     created = True
@@ -628,6 +641,10 @@ class IpnatTable:
                 failed = True
             if nat is None:
                 return REFUSED if failed else UNTOUCHED
+        if nat.rule is not None and nat.rule.rule.plabel:  # proxy hook: fr_natin() starts with appr_check()
+            if self.proxy.appr_check(pkt, nat, False, nflags, ifname, ticks) == -1:
+                return NatVerdict(-1, nat, created, icmp, frag)
+            fin = PacketInfo.parse(pkt) or fin  # the proxy may have resized it
         self._natin(fin, pkt, nat, natadd, nflags, ifname, ticks)
         nat.touched = ticks
         return NatVerdict(1, nat, created, icmp, frag)
