@@ -353,3 +353,17 @@ def test_malformed_packets_are_dropped_with_a_reason(data: bytes) -> None:
     res = eng.receive("eth0", data, 1.0)
     assert len(res) == 1 and isinstance(res[0], Drop) and res[0].reason
     assert eng.counters.total() >= 1
+
+
+def test_fast_path_forgets_connections_that_ended() -> None:
+    """Closed connections must not stay referenced by the fast path (memory would grow with every one)."""
+    eng, st = engine(MASQ)
+    for i in range(50):
+        port = 20000 + i
+        eng.receive("eth0", build_udp(CLIENT, SERVER, port, 53), 1.0)
+        eng.receive("eth1", build_udp(SERVER, PUBLIC, 53, port), 1.0)
+        eng.receive("eth0", build_udp(CLIENT, SERVER, port, 53), 1.0)  # recorded
+        assert txs(eng.receive("eth0", build_udp(CLIENT, SERVER, port, 53), 1.0))  # replayed
+    assert len(eng.fastpath.entries) == 100 and eng.fastpath.hits == 50  # both directions recorded
+    eng.handle_timer(500.0)  # every UDP entry has expired (30 s unreplied / 120 s stream)
+    assert len(st.conntrack) == 0 and not eng.fastpath.entries

@@ -153,6 +153,7 @@ class Engine:
         self._ip_id = 0
         self._peers: dict[int, _Peer] = {}  # inet_peer: rate limits per remote address
         self._stack_gen = -1
+        self._route_l4 = True  # routing needs protocol and ports (decided in _sync_stack)
         self._ipnat_gen = -1
         self._rl = (float("-inf"), 0)  # net_ratelimit() window start and messages in it
         self._record: Callable[[TraceStep], None] | None = None  # the fast path's recorder during a slow walk
@@ -291,6 +292,7 @@ class Engine:
                     skb = Skb(bytearray(exp.first), d)
                     self.icmp_send(skb, ICMP_TIME_EXCEEDED, 1, 0)
         self.conntrack.gc(now)
+        self.fastpath.prune(now)
         return out
 
     def _net_ratelimit(self) -> bool:
@@ -332,6 +334,8 @@ class Engine:
         if stack.gen.value == self._stack_gen:
             return
         self._stack_gen = stack.gen.value
+        self._route_l4 = stack.sysctl.get("net.ipv4.fib_multipath_hash_policy", 0) != 0 or any(
+            r.ip_proto or r.sport is not None or r.dport is not None for r in stack.rules.rules)
         addrs = {(d.ifindex, a.local) for d in stack.devices.values() if d.up for a in d.addrs}
         gone = self._addrs - addrs
         self._addrs = addrs
@@ -416,8 +420,13 @@ class Engine:
         self._forward(skb, rt)
 
     def _flow(self, skb: Skb, iif: int = 0, oif: int = 0) -> Flow:
-        return Flow(skb.daddr, skb.saddr if iif or skb.saddr else 0, iif, oif, skb.mark, skb.tos & 0x1C,
-                    skb.proto, skb.sport, skb.dport)
+        # Protocol and ports only when a rule or the multipath hash reads them (the kernel dissects
+        # them only then: fib4_rules_early_flow_dissect); otherwise every new port would be a new
+        # entry of the route decision cache.
+        if self._route_l4:
+            return Flow(skb.daddr, skb.saddr if iif or skb.saddr else 0, iif, oif, skb.mark, skb.tos & 0x1C,
+                        skb.proto, skb.sport, skb.dport)
+        return Flow(skb.daddr, skb.saddr if iif or skb.saddr else 0, iif, oif, skb.mark, skb.tos & 0x1C)
 
     def _ip_error(self, skb: Skb, err: int) -> None:
         """ip_error(): the route said no; maybe an ICMP error, rate-limited per source."""

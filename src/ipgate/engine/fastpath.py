@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ipgate.netfilter.rule import Counters
 
 MAX_ENTRIES = 1 << 16
+PRUNE_EVERY = 5.0  # seconds between passes over the cache for dead connections
 _PORTS = struct.Struct("!HH")
 _INVARIANT_MATCHES = (M.UdpMatch, M.IcmpMatch, M.MultiportMatch, M.MarkMatch, M.ConnmarkMatch, M.IprangeMatch,
                       M.TosMatch, M.DscpMatch, M.CommentMatch, M.AddrtypeMatch)
@@ -102,9 +103,22 @@ class FastPath:
         self.usable = False  # the current tables allow recording at all
         self.hits = 0
         self._gens = (-1, -1)
+        self._pruned = float("-inf")
 
     def flush(self) -> None:
         self.entries.clear()
+
+    def prune(self, now: float) -> int:
+        """Forget the decisions of connections that died or expired (they would otherwise keep their
+        `Conn` alive until the cache fills: a steady stream of short connections grew the memory).
+        A whole pass at most every PRUNE_EVERY seconds; returns how many entries went."""
+        if now - self._pruned < PRUNE_EVERY:
+            return 0
+        self._pruned = now
+        dead = [k for k, e in self.entries.items() if e.ct.status & IPS_DYING or e.ct.timeout <= now]
+        for k in dead:
+            del self.entries[k]
+        return len(dead)
 
     def sync(self) -> None:
         """Called when tables change: decide whether they allow recording."""

@@ -370,6 +370,8 @@ class Gateway:
         if reason not in drops and len(drops) >= MAX_REASONS:
             reason = "other"
         drops[reason] += 1
+        if len(data) >= 20 and data[0] >> 4 == 4 and data[16] >> 4 == 0xE:
+            return  # multicast (IGMP reports, mDNS...): counted, not logged; the kernel drops these silently
         self.log.limited(f"drop: {reason}: {_summary(data)}", now)
 
     # -- configuration changes ----------------------------------------------------------------
