@@ -220,12 +220,11 @@ class Engine:
         ctres: CtResult | None = None
         key = None
         if fp.usable and ipf is None and self.trace is None and self._ct_active():
-            hit = fp.lookup(d, buf, ip, mark, now)
+            hit, key = fp.lookup(d, buf, ip, mark, now)
             if type(hit) is Tx:
                 out.append(hit)
                 return out
             ctres = hit  # type: ignore[assignment]
-            key = fp.key(d, buf, ip, mark)
         skb = Skb(buf, d, mark=mark)
         if self.trace is not None:
             self._note("receive", f"IN={dev} {self._pkt_text(skb)}")
@@ -322,9 +321,9 @@ class Engine:
             return
         self._tables = {name: CTable(t, self) for name, t in nf.tables.items()}
         self._nf_gen = nf.gen
+        rules = [r for t in nf.tables.values() for c in t.chains.values() for r in c.rules]
         self._ct_on = "nat" in nf.tables or any(
-            isinstance(m, _CT_MATCHES) or isinstance(r.target, _CT_TARGETS)
-            for t in nf.tables.values() for c in t.chains.values() for r in c.rules for m in (*r.matches, None))
+            isinstance(r.target, _CT_TARGETS) or any(isinstance(m, _CT_MATCHES) for m in r.matches) for r in rules)
         self.fastpath.sync()
 
     def _sync_stack(self) -> None:
@@ -386,8 +385,7 @@ class Engine:
 
     # -- PREROUTING and input routing -------------------------------------------------
     def _prerouting(self, skb: Skb, ctres: CtResult | None = None) -> None:
-        self._sync_tables()
-        self._sync_stack()
+        """PREROUTING and the input route; receive() has brought the tables and the stack view up to date."""
         ct_on = self._ct_active()
         if ctres is not None:
             # the fast path already ran conntrack for this packet (it had no raw rules to pass first)
@@ -409,7 +407,7 @@ class Engine:
         d = skb.indev
         assert d is not None
         try:
-            rt = route_input(self.stack, self._flow(skb, iif=d.ifindex), d)
+            rt = route_input(self.stack, self._flow(skb, d.ifindex), d)
         except NetlinkError as e:
             return self._ip_error(skb, e.errno)
         skb.route = rt
@@ -419,14 +417,13 @@ class Engine:
             return self._local_deliver(skb)
         self._forward(skb, rt)
 
-    def _flow(self, skb: Skb, iif: int = 0, oif: int = 0) -> Flow:
+    def _flow(self, skb: Skb, iif: int) -> Flow:
         # Protocol and ports only when a rule or the multipath hash reads them (the kernel dissects
         # them only then: fib4_rules_early_flow_dissect); otherwise every new port would be a new
         # entry of the route decision cache.
         if self._route_l4:
-            return Flow(skb.daddr, skb.saddr if iif or skb.saddr else 0, iif, oif, skb.mark, skb.tos & 0x1C,
-                        skb.proto, skb.sport, skb.dport)
-        return Flow(skb.daddr, skb.saddr if iif or skb.saddr else 0, iif, oif, skb.mark, skb.tos & 0x1C)
+            return Flow(skb.daddr, skb.saddr, iif, 0, skb.mark, skb.tos & 0x1C, skb.proto, skb.sport, skb.dport)
+        return Flow(skb.daddr, skb.saddr, iif, 0, skb.mark, skb.tos & 0x1C)
 
     def _ip_error(self, skb: Skb, err: int) -> None:
         """ip_error(): the route said no; maybe an ICMP error, rate-limited per source."""

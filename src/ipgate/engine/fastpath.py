@@ -41,7 +41,7 @@ from ipgate.engine.xtables import CTable, TraceStep
 from ipgate.netfilter import matches as M
 from ipgate.netfilter import targets as T
 from ipgate.netfilter.rule import Jump, Rule, Standard
-from ipgate.packet.ipv4 import IPv4
+from ipgate.packet.ipv4 import IPv4, parse_ipv4
 from ipgate.packet.rewrite import FlowRewrite
 
 if TYPE_CHECKING:
@@ -147,33 +147,34 @@ class FastPath:
             return dev.ifindex, ip.saddr, ip.daddr, 1, (buf[20], buf[21]), bytes(buf[24:26]), ip.tos, mark
         return None
 
-    def lookup(self, dev: Device, buf: bytearray, ip: IPv4, mark: int, now: float) -> Tx | CtResult | None:
-        """The recorded decision (a Tx), or the conntrack result already computed for the slow path, or None."""
+    def lookup(self, dev: Device, buf: bytearray, ip: IPv4, mark: int, now: float
+               ) -> tuple[Tx | CtResult | None, tuple[object, ...] | None]:
+        """(the recorded decision as a Tx, or the conntrack result already computed for the slow path,
+        or None; the packet's key, for recording what the slow path decides)."""
         eng = self.eng
         gens = (eng.stack.gen.value, eng.stack.netfilter.gen)
         if gens != self._gens:
             self._gens = gens
             self.flush()
-            return None
         k = self.key(dev, buf, ip, mark)
         if k is None:
-            return None
+            return None, None
         e = self.entries.get(k)
         if e is None:
-            return None
+            return None, k
         res = eng.conntrack.nf_conntrack_in(buf, now, NF_INET_PRE_ROUTING)
         ct = res.ct
         if (res.verdict != NF_ACCEPT or ct is not e.ct or res.ctinfo != e.ctinfo or ct.status != e.status
                 or ct.mark != e.ctmark or ct.tcp_state != e.tcp_state or ip.tot_len > e.mtu or ip.ttl <= 1):
             del self.entries[k]
-            return res
+            return res, k
         n = ip.tot_len
         for c in e.counters:
             c.pkts += 1
             c.bytes += n
         e.rewrite.apply(buf, ip)
         self.hits += 1
-        return Tx(e.dev, e.nexthop, bytes(buf))
+        return Tx(e.dev, e.nexthop, bytes(buf)), k
 
     def record(self, skb: Skb, key: tuple[object, ...], before: bytes, steps: list[TraceStep], out: Tx) -> None:
         """Remember the slow path's decision for `key` if the next packets are sure to get the same."""
@@ -185,18 +186,11 @@ class FastPath:
         if len(o) != len(before) or len(o) < 28:
             return
         proto = before[9]
-        if proto == 1:
-            old = (int.from_bytes(before[12:16], "big"), int.from_bytes(before[16:20], "big"),
-                   int.from_bytes(before[24:26], "big"), 0)
-            new = (int.from_bytes(o[12:16], "big"), int.from_bytes(o[16:20], "big"), int.from_bytes(o[24:26], "big"), 0)
-        else:
-            old = (int.from_bytes(before[12:16], "big"), int.from_bytes(before[16:20], "big"),
-                   *_PORTS.unpack_from(before, 20))
-            new = (int.from_bytes(o[12:16], "big"), int.from_bytes(o[16:20], "big"), *_PORTS.unpack_from(o, 20))
+        old, new = _ends(before), _ends(o)
         rw = FlowRewrite(proto, old, new, dec_ttl=True)
         check = bytearray(before)
-        ip = _parse(check)
-        if ip is None:
+        ip = parse_ipv4(check)
+        if not isinstance(ip, IPv4):
             return
         rw.apply(check, ip)
         if bytes(check) != o:
@@ -217,8 +211,11 @@ class FastPath:
                                   out.dev, out.nexthop, dev.mtu)
 
 
-def _parse(buf: bytearray) -> IPv4 | None:
-    from ipgate.packet.ipv4 import parse_ipv4
 
-    ip = parse_ipv4(buf)
-    return ip if isinstance(ip, IPv4) else None
+def _ends(pkt: bytes) -> tuple[int, int, int, int]:
+    """(saddr, daddr, sport, dport) as FlowRewrite takes them: an ICMP query's id in place of sport."""
+    saddr, daddr = int.from_bytes(pkt[12:16], "big"), int.from_bytes(pkt[16:20], "big")
+    if pkt[9] == 1:
+        return saddr, daddr, int.from_bytes(pkt[24:26], "big"), 0
+    sport, dport = _PORTS.unpack_from(pkt, 20)
+    return saddr, daddr, sport, dport
