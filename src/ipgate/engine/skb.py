@@ -12,7 +12,8 @@ import struct
 from typing import TYPE_CHECKING
 
 from ipgate.conntrack.table import CT_INVALID
-from ipgate.packet.ipv4 import IP_MF, IP_OFFSET
+from ipgate.packet.ipv4 import IP_MF, IP_OFFSET, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
+from ipgate.packet.l4 import PORT_PROTOS as _PORTED
 
 if TYPE_CHECKING:
     from ipgate.conntrack.conn import Conn
@@ -21,10 +22,7 @@ if TYPE_CHECKING:
 
 _IPH = struct.Struct("!BBHHHBBHII")
 _PORTS = struct.Struct("!HH")
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-_PORTED = frozenset((6, 17, 33, 132, 136))
+__all__ = ["IPPROTO_ICMP", "IPPROTO_TCP", "IPPROTO_UDP", "Skb"]
 
 
 class Skb:
