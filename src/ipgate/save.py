@@ -17,12 +17,19 @@ order the kernel needs them:
 5. the iptables tables as iptables-save prints them, each line turned into
    an `iptables -t TABLE` command (the script format has no here-documents
    for `iptables-restore`); counters start at zero as after a restore;
-6. conntrack helpers (`modprobe`) and the conntrack sysctls.
+6. conntrack helpers (`modprobe`) and the conntrack sysctls;
+7. the IP Filter NAT rules in `ipnat -l` order, one
+   ``echo 'RULE' | ipnat -f -`` each (valid sh with the real ipnat too;
+   ``printf '%s\\n' 'RULE'`` when the rule holds a backslash, which some
+   echo commands would interpret).  The rule is written by `conf_rule`
+   (nat/ipnat/printer.py), not as `ipnat -l` prints it, so that it reads back
+   to the same rule; each line is checked by reading it back, and a rule that
+   cannot be (a name with a line break in it) is left as a comment.
 
 Devices that are down but still carry routes were up once: they are brought
 up for step 3 and down again at the end, which leaves what the kernel leaves.
-Not saved: IP Filter (`ipnat`) rules, and the conntrack table itself (that
-is run-time state, not configuration).
+Not saved: the conntrack table and the ipnat sessions (run-time state, not
+configuration: `ipgate run --state FILE` carries them over a restart).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import shlex
 from collections.abc import Iterator
 
 from ipgate.commands.base import Output
+from ipgate.commands.script import split_line
 from ipgate.conntrack.helper import KNOWN_HELPERS
 from ipgate.conntrack.sysctl import CtSysctl
 from ipgate.errors import ConfigError
@@ -49,6 +57,10 @@ from ipgate.inet import (
     prefix_str,
 )
 from ipgate.link.device import IFA_F_NOPREFIXROUTE, Device, IfAddr
+from ipgate.nat.ipnat.parse import parse
+from ipgate.nat.ipnat.printer import conf_rule, printnat
+from ipgate.nat.ipnat.rule import NatRule
+from ipgate.nat.ipnat.state import IpnatState
 from ipgate.route.bulk import load_routes
 from ipgate.route.fib import RTNH_F_ONLINK, FibAlias
 from ipgate.route.rules import FR_ACT_GOTO, FR_ACT_NAT, FR_ACT_NOP, FR_ACT_TO_TBL, FibRule
@@ -80,8 +92,7 @@ def save(stack: Stack) -> str:
     lines += _iptables(stack)
     lines += _conntrack(stack)
     lines += _sysctl_fixups(stack, _replay(lines))
-    if len(stack.ipnat.rules):
-        lines.append(f"# ipnat: {len(stack.ipnat.rules)} IP Filter NAT rules are not saved (see `ipnat -l`)")
+    lines += _ipnat(stack)  # not replayed above: they change no sysctl (and loading them is quadratic)
     return "\n".join(lines) + "\n"
 
 
@@ -506,6 +517,36 @@ def _conntrack(stack: Stack) -> list[str]:
         if cur.get(key) != fresh.get(key):
             out.append(f"sysctl -qw {key}={cur.get(key)}")
     return out
+
+
+# -- IP Filter NAT ---------------------------------------------------------------------------
+def _ipnat(stack: Stack) -> list[str]:
+    names = stack.netfilter.resolver
+    out: list[str] = []
+    for r in stack.ipnat.rules:
+        text = conf_rule(r, names).rstrip("\n")
+        words = ["printf", "%s\\n", text] if "\\" in text else ["echo", text]
+        line = _q(words) + " | ipnat -f -"
+        if _reads_back(stack, r, line, [*words, "|", "ipnat", "-f", "-"], text):
+            out.append(line)
+        else:
+            shown = " ".join(printnat(r, names, True).split())
+            out.append(f"# not saved (cannot be written back): ipnat rule {shown}")
+    return out
+
+
+def _reads_back(stack: Stack, r: NatRule, line: str, argv: list[str], text: str) -> bool:
+    """`line` is one script line that runs `argv`, and `text` loads as exactly `r`."""
+    if len(line.splitlines()) != 1 or line.endswith("\\"):
+        return False
+    try:
+        if split_line(line) != argv:
+            return False
+        rules = parse(text, "<save>", stack.netfilter.resolver).rules
+    except (ValueError, ConfigError):
+        return False
+    again = IpnatState(proxies=stack.ipnat.proxies)
+    return not again.load(rules) and again.rules == [r]
 
 
 def _sysctl_fixups(stack: Stack, replayed: Stack) -> Iterator[str]:

@@ -3,6 +3,11 @@
 `Shell.run_line` returns what the process would have printed and its exit status.
 `load_script` applies a whole configuration all-or-nothing: it runs on a copy of
 the state and only a fully successful script replaces it.
+
+One pipe is understood, from `echo` or `printf` into a command that reads its
+standard input: ``echo 'map le0 10.0.0.0/8 -> 0/32' | ipnat -f -``, the
+form IP Filter's documents use (and `ipgate save` writes).  The status is the
+command's, or echo's when the command succeeded (as with `set -o pipefail`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Shell:
         return self.run_argv(split_line(line))
 
     def run_argv(self, words: list[str]) -> Result:
+        if "|" in words and program_name(words[0]) in PIPE_SOURCES:
+            return self._pipe(words)
         o = Output()
         try:
             o.status = self._dispatch(words, o)
@@ -46,6 +53,20 @@ class Shell:
             o.error(e.iproute2_text())
             o.status = 2
         return Result(o.status, "".join(o.out), "".join(o.err))
+
+    def _pipe(self, words: list[str]) -> Result:
+        """`echo TEXT | COMMAND ...`: COMMAND reads echo's output as its standard input."""
+        k = words.index("|")
+        if k + 1 == len(words):
+            return Result(2, "", "ipgate: syntax error near unexpected token `|'\n")
+        left = self.run_argv(words[:k])
+        outer = self.stdin
+        self.stdin = lambda: left.out
+        try:
+            right = self.run_argv(words[k + 1:])
+        finally:
+            self.stdin = outer
+        return Result(right.status or left.status, right.out, left.err + right.err)
 
     def _dispatch(self, words: list[str], o: Output) -> int:
         if not words:
@@ -116,6 +137,7 @@ class Shell:
         raise Exit(127, f"ipgate: {prog}: command not understood")
 
 
+PIPE_SOURCES = ("echo", "printf")  # what a script may pipe into a command (`echo RULE | ipnat -f -`)
 BULK_LINES = 1000  # scripts this long take the bulk route loader (and pay its numpy import)
 
 

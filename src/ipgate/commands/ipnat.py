@@ -5,7 +5,8 @@ then, as main() does: -F (flush sessions) and -C (clear rules) first, then
 -f FILE (add its rules, or remove them with -r, or only parse them with -n;
 -v echoes every rule as printnat() prints it, -R prints port numbers, not
 names), then -s (statistics) and -l (rules and sessions, -h puts each rule's
-hit count in front).  `-f -` reads the standard input the shell was given; in a
+hit count in front).  `-f -` reads the standard input the shell was given (in
+a configuration script, what ``echo 'RULE' |`` pipes into it); in a
 configuration script a relative FILE is taken from the script's directory.
 
 Deviations, all on the side of refusing: a file is parsed whole before

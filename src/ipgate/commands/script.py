@@ -1,9 +1,10 @@
 """Configuration scripts: the lines of an rc.local/rc.firewall, one command each.
 
 Comments, `\\` continuations and `/sbin/` style prefixes are accepted.  Besides
-the tools, two shell idioms from the documents are understood:
-``echo N > /proc/sys/net/ipv4/...`` (and ``sysctl -w``) and
-``echo "100 smtp" >> /etc/iproute2/rt_tables``.
+the tools, three shell idioms from the documents are understood:
+``echo N > /proc/sys/net/ipv4/...`` (and ``sysctl -w``),
+``echo "100 smtp" >> /etc/iproute2/rt_tables`` and
+``echo "map ..." | ipnat -f -`` (the pipe is shell.py's).
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ def nf_ct_helper_assign(registry: HelperRegistry, ct: Conn) -> None:
         return
     if not registry.auto_assign:
         return
-    reply = ct.reply
-    name = registry.find(reply.proto, reply.sport)
+    rkey = ct.rkey  # the reply tuple's protocol and source port, read from its key
+    name = registry.find(rkey & 0xFF, (rkey >> 24) & 0xFFFF) if registry.by_port else None
     if name is not None:
         ct.get_ext().helper = name
 

@@ -172,7 +172,8 @@ class Conn:
         return self.ext
 
     def set_status(self, bits: int) -> None:
-        self.status = intern_status(self.status | bits)
+        v = self.status | bits
+        self.status = _STATUS.setdefault(v, v)  # intern_status(), inlined: once or more per new connection
 
     def clear_status(self, bits: int) -> None:
         self.status = intern_status(self.status & ~bits)

@@ -90,6 +90,7 @@ from ipgate.conntrack.tuple import (
     invert_key,
 )
 from ipgate.packet.checksum import Buffer as Buf
+from ipgate.packet.fastnew import new_tuple
 
 # No connection: the packet is INVALID (the kernel leaves skb->_nfct empty).
 CT_INVALID = -1
@@ -176,10 +177,15 @@ class ConntrackTable:
         Only exception, as in the kernel: an entry with the same ORIGINAL
         tuple is the same flow (left to clash resolution).
         """
-        found = self.find(key, now)
-        if found is None or found[0] is ignored:
+        ct = self._hash.get(key)  # find(), without building its (ct, direction) pair
+        if ct is None:
             return False
-        return not (ignored is not None and found[0].okey == ignored.okey)
+        if ct.timeout <= now:
+            self.kill(ct, now)  # nf_ct_gc_expired()
+            return False
+        if ct is ignored:
+            return False
+        return not (ignored is not None and ct.okey == ignored.okey)
 
     # -- the packet path -----------------------------------------------------
     def nf_conntrack_in(self, pkt: Buf, now: float, hook: int = NF_INET_PRE_ROUTING) -> CtResult:
@@ -249,7 +255,8 @@ class ConntrackTable:
             if ctinfo == IP_CT_ESTABLISHED_REPLY and not ct.status & IPS_SEEN_REPLY:
                 ct.set_status(IPS_SEEN_REPLY)
                 self.event(IPCT_REPLY, ct)
-            return CtResult(NF_ACCEPT, ct, ctinfo, reason)  # reason: why a segment was only "ignored"
+            # reason: why a segment was only "ignored"
+            return new_tuple(CtResult, (NF_ACCEPT, ct, ctinfo, reason))
 
     def _invalid(self, reason: str) -> CtResult:
         self.stats.invalid += 1
@@ -343,9 +350,13 @@ class ConntrackTable:
 
     def alter_reply(self, ct: Conn, reply: Tuple) -> None:
         """nf_conntrack_alter_reply(): NAT rewrites an unconfirmed entry's reply tuple."""
+        self.alter_reply_key(ct, reply.key)
+
+    def alter_reply_key(self, ct: Conn, rkey: int) -> None:
+        """nf_conntrack_alter_reply() with the reply tuple as a key."""
         if ct.status & IPS_CONFIRMED:
             raise ValueError("cannot alter the reply tuple of a confirmed connection")
-        ct.rkey = reply.key
+        ct.rkey = rkey
 
     # -- removal -------------------------------------------------------------
     def kill(self, ct: Conn, now: float = 0.0) -> bool:

@@ -708,6 +708,85 @@ def tcp_packet(table: ConntrackTable, ct: Conn, th: TcpSeg, ctinfo: int, now: fl
     return NF_ACCEPT, ""
 
 
+def tcp_ack_fast(table: ConntrackTable, ct: Conn, pkt: Buf, dataoff: int, skblen: int, direction: int,
+                 now: float) -> bool:
+    """nf_conntrack_tcp_packet() for its most common segment, on the packed state: an ACK (PSH, URG, ECE,
+    CWR allowed) in ESTABLISHED, in window, of an assured connection without sequence adjustment.
+
+    The caller has run tcp_error()'s checks (length, checksum, flags).  Returns False and changes nothing
+    for any other segment, or one that fails a window bound: tcp_packet() then decides.  Same arithmetic as
+    tcp_in_window() and the end of tcp_packet(), on the tuple `_PACK` unpacks to: [0] state, [1:7] and
+    [7:13] seen[0] and seen[1] (td_end, td_maxend, td_maxwin, td_maxack, td_scale, flags), [13:22] last_dir,
+    last_index, last_seq, last_ack, last_end, last_win, last_wscale, last_flags, retrans.
+    """
+    _sp, _dp, seq, ack, off_flags, win_raw, _ck, _urg = _TCPH.unpack_from(pkt, dataoff)
+    doff = off_flags >> 12
+    if (off_flags & (TH_SYN | TH_RST | TH_FIN | TH_ACK) != TH_ACK or doff < 5 or skblen - dataoff < doff * 4
+            or (ct.ext is not None and ct.ext.seqadj is not None) or not isinstance(ct.proto, bytes)):
+        return False
+    v = list(_PACK.unpack(ct.proto))
+    so, ro = (1, 7) if direction == 0 else (7, 1)
+    if v[0] != TCP_CONNTRACK_ESTABLISHED or not v[so + 2]:  # sender.td_maxwin == 0: picked up, see tcp_in_window
+        return False
+    M = _M32
+    H = 0x80000000
+    end = (seq + skblen - dataoff - doff * 4) & M
+    s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags = v[so:so + 6]
+    r_end, r_maxend, r_maxwin, _r_maxack, _r_scale, r_flags = v[ro:ro + 6]
+    sack = ack
+    if r_flags & IP_CT_TCP_FLAG_SACK_PERM and doff > 5 and not (
+            doff == 8 and pkt[dataoff + 20:dataoff + 24] == b"\x01\x01\x08\x0a"):  # timestamps alone: no SACK
+        sack = tcp_sack(TcpSeg(pkt, dataoff, skblen - dataoff, skblen), ack)
+    maxackwin = s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST
+    if ((seq - s_maxend - 1) & M < H or (sack - r_end - 1) & M < H  # I and III
+            or (r_maxwin and (s_end - r_maxwin - 1 - end) & M < H)  # II
+            or (r_end - maxackwin - 1 - sack) & M < H):  # IV
+        return False
+    win = (win_raw << s_scale) & M
+    swin = (win + ((sack - ack) & M)) & M
+    if s_maxwin < swin:
+        s_maxwin = swin
+    if (s_end - end) & M >= H:
+        s_end = end
+        s_flags |= IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+    if not s_flags & IP_CT_TCP_FLAG_MAXACK_SET:
+        s_maxack = ack
+        s_flags |= IP_CT_TCP_FLAG_MAXACK_SET
+    elif (s_maxack - ack) & M >= H:
+        s_maxack = ack
+    if r_maxwin != 0 and (s_maxend - end) & M >= H:
+        r_maxwin = (r_maxwin + ((end - s_maxend) & M)) & M
+    if (r_maxend - 1 - sack - win) & M >= H:
+        r_maxend = (sack + win + (win == 0)) & M
+    if ack == r_end:
+        r_flags &= ~IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+    v[so:so + 6] = s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags
+    v[ro] = r_end
+    v[ro + 1] = r_maxend
+    v[ro + 2] = r_maxwin
+    v[ro + 5] = r_flags
+    if v[13] == direction and v[15] == seq and v[16] == ack and v[17] == end and v[18] == win_raw:
+        retrans = v[21] = min(v[21] + 1, 255)
+    else:
+        v[13], v[15], v[16], v[17], v[18] = direction, seq, ack, end, win_raw
+        retrans = v[21] = 0
+    v[14] = TCP_ACK_SET
+    ct.proto = _PACK.pack(*v)
+    sysctl = table.sysctl
+    timeouts = sysctl.tcp_timeouts
+    est = timeouts[TCP_CONNTRACK_ESTABLISHED]
+    if retrans >= sysctl.tcp_max_retrans and est > timeouts[TCP_CONNTRACK_RETRANS]:
+        timeout = timeouts[TCP_CONNTRACK_RETRANS]
+    elif (v[6] | v[12]) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED and est > timeouts[TCP_CONNTRACK_UNACK]:
+        timeout = timeouts[TCP_CONNTRACK_UNACK]
+    elif win_raw == 0 and est > timeouts[TCP_CONNTRACK_RETRANS]:
+        timeout = timeouts[TCP_CONNTRACK_RETRANS]
+    else:
+        timeout = est
+    refresh_acct(ct, IP_CT_IS_REPLY if direction else 0, skblen, timeout, now)
+    return True
+
+
 def _rst_checks(table: ConntrackTable, ct: Conn, st: IpCtTcp, direction: int, old_state: int, new_state: int,
                 th: TcpSeg) -> tuple[bool, int, str]:
     """The TCP_CONNTRACK_CLOSE case for RST: (skip window check, new state, invalid reason)."""

@@ -31,6 +31,7 @@ import random
 import struct
 from collections.abc import Callable
 
+from ipgate.conntrack.confirm import nf_confirm, nf_ct_helper_assign
 from ipgate.conntrack.conn import (
     IP_CT_IS_REPLY,
     IP_CT_NEW,
@@ -53,6 +54,7 @@ from ipgate.conntrack.conn import (
     Conn,
 )
 from ipgate.conntrack.table import CtResult
+from ipgate.conntrack.tuple import invert_key
 from ipgate.engine.result import Drop, Local, Result, Tx
 from ipgate.engine.skb import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Skb
 from ipgate.engine.trace import Event, Trace
@@ -64,6 +66,7 @@ from ipgate.nat.core import (
     ManipType,
     NatRange2,
     hook2manip,
+    manip_of,
     nf_nat_inet_fn,
     nf_nat_setup_info,
 )
@@ -74,6 +77,7 @@ from ipgate.packet.build import IPDEFTTL, build_ipv4, icmp_error_packet
 from ipgate.packet.checksum import csum_replace2, ip_compute_csum, l4_checksum_ok
 from ipgate.packet.describe import packet_text
 from ipgate.packet.drop import Counters, DropReason, Mib
+from ipgate.packet.fastnew import new_tuple
 from ipgate.packet.frag import (
     IP_DEFRAG_CONNTRACK_IN,
     IP_DEFRAG_CONNTRACK_OUT,
@@ -241,6 +245,23 @@ class Engine:
         if len(out) == 1 and type(out[0]) is Tx:
             fp.record(skb, key, before, steps, out[0])
         return out
+
+    def receive_batch(self, dev: str, packets: list[bytes], now: float, *, mark: int = 0) -> list[Result]:
+        """`receive` for each of `packets` in turn (all arrived on `dev` at `now`), results in order;
+        established flows go as vectors (vector.py)."""
+        d = self.stack.devices.get(dev)
+        self._sync_tables()
+        self._sync_stack()
+        fp = self.fastpath
+        if (d is None or not d.up or not fp.usable or self._ipnat() is not None or self.trace is not None
+                or not self._ct_active()):
+            out: list[Result] = []
+            for p in packets:
+                out.extend(self.receive(dev, p, now, mark=mark))
+            return out
+        self.now = now
+        fp.check_gens()
+        return fp.vector.run(d, packets, now, mark)
 
     def output(self, data: bytes | bytearray, now: float, *, mark: int = 0, oif: str = "") -> list[Result]:
         """An IPv4 packet the gateway itself sends (a local process or the gateway's own stack)."""
@@ -422,8 +443,9 @@ class Engine:
         # them only then: fib4_rules_early_flow_dissect); otherwise every new port would be a new
         # entry of the route decision cache.
         if self._route_l4:
-            return Flow(skb.daddr, skb.saddr, iif, 0, skb.mark, skb.tos & 0x1C, skb.proto, skb.sport, skb.dport)
-        return Flow(skb.daddr, skb.saddr, iif, 0, skb.mark, skb.tos & 0x1C)
+            return new_tuple(Flow, (skb.daddr, skb.saddr, iif, 0, skb.mark, skb.tos & 0x1C, skb.proto, skb.sport,
+                                    skb.dport, 0))
+        return new_tuple(Flow, (skb.daddr, skb.saddr, iif, 0, skb.mark, skb.tos & 0x1C, 0, 0, 0, 0))
 
     def _ip_error(self, skb: Skb, err: int) -> None:
         """ip_error(): the route said no; maybe an ICMP error, rate-limited per source."""
@@ -616,7 +638,7 @@ class Engine:
         if self.trace is not None:
             self._note("verdict", f"out {out.name} via {ntoa(skb.nexthop)} {self._pkt_text(skb)}")
         for f in frags:
-            self._out.append(Tx(out.name, skb.nexthop, bytes(f)))
+            self._out.append(new_tuple(Tx, (out.name, skb.nexthop, bytes(f))))
 
     # -- local output -------------------------------------------------------------------
     def _local_out(self, skb: Skb, oif: int = 0, anysrc: bool = False) -> None:
@@ -706,8 +728,6 @@ class Engine:
         if skb.ct_helper:
             ct.get_ext().helper = skb.ct_helper
             return
-        from ipgate.conntrack.confirm import nf_ct_helper_assign
-
         nf_ct_helper_assign(self.stack.ct_helpers, ct)
 
     def _confirm(self, skb: Skb) -> bool:
@@ -716,8 +736,6 @@ class Engine:
         if ct is None:
             return True
         if ct.helper is not None or ct.status & IPS_SEQ_ADJUST:
-            from ipgate.conntrack.confirm import nf_confirm
-
             log: list[str] = []
             verdict, buf = nf_confirm(self.conntrack, ct, skb.ctinfo, skb.buf, self.now, self.rng, log=log)
             for line in log:
@@ -781,7 +799,7 @@ class Engine:
         return True
 
     def _apply_manip(self, skb: Skb, manip: Manip, mtype: ManipType) -> None:
-        before = self._pkt_text(skb)
+        before = self._pkt_text(skb) if self.trace is not None else ""  # for the trace only
         if not nf_nat_ipv4_manip_pkt(skb.buf, 0, skb.tot_len, int(mtype), manip.addr, manip.port):
             skb.hotdrop = True
             return
@@ -805,17 +823,17 @@ class Engine:
             statusbit ^= IPS_NAT_MASK
         if not ct.status & statusbit:
             return True
-        other = ct.tuple(1 - direction)
+        other = ct.okey if direction else ct.rkey  # ct.tuple(1 - direction), as a key
         inner_type = ManipType.DST if mtype == ManipType.SRC else ManipType.SRC
-        if not nf_nat_ipv4_manip_pkt(buf, hdr + 8, skb.tot_len, int(inner_type),
-                                     Manip(inner_type, other).addr, Manip(inner_type, other).port):
+        inner = manip_of(inner_type, other)
+        if not nf_nat_ipv4_manip_pkt(buf, hdr + 8, skb.tot_len, int(inner_type), inner.addr, inner.port):
             return False
         _U16.pack_into(buf, hdr + 2, 0)
         _U16.pack_into(buf, hdr + 2, ip_compute_csum(buf[hdr:skb.tot_len]))
-        target = other.invert()
-        if target is None:
+        target = invert_key(other)
+        if target < 0:
             return False
-        m = Manip(mtype, target)
+        m = manip_of(mtype, target)
         if not nf_nat_ipv4_manip_pkt(buf, 0, skb.tot_len, int(mtype), m.addr, 0):
             return False
         skb.load()

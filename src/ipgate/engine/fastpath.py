@@ -91,13 +91,18 @@ class Entry:
     dev: str
     nexthop: int
     mtu: int
+    vslot: int = -1  # where VectorPath keeps it (vkey: its index there), if its packets can go as vectors
+    vkey: tuple[int, int, bytes] | None = None
 
 
 class FastPath:
     """Recorded decisions by flow key; valid for one generation of tables and routes."""
 
     def __init__(self, eng: Engine) -> None:
+        from ipgate.engine.vector import VectorPath
+
         self.eng = eng
+        self.vector = VectorPath(eng)
         self.entries: dict[tuple[object, ...], Entry] = {}
         self.enabled = True  # set False to force every packet through the slow path
         self.usable = False  # the current tables allow recording at all
@@ -107,6 +112,12 @@ class FastPath:
 
     def flush(self) -> None:
         self.entries.clear()
+        self.vector.clear()
+
+    def _forget(self, k: tuple[object, ...]) -> None:
+        e = self.entries.pop(k)
+        if e.vkey is not None:
+            self.vector.forget(e)
 
     def prune(self, now: float) -> int:
         """Forget the decisions of connections that died or expired (they would otherwise keep their
@@ -117,8 +128,16 @@ class FastPath:
         self._pruned = now
         dead = [k for k, e in self.entries.items() if e.ct.status & IPS_DYING or e.ct.timeout <= now]
         for k in dead:
-            del self.entries[k]
+            self._forget(k)
         return len(dead)
+
+    def check_gens(self) -> None:
+        """Forget everything when routes, addresses, devices or tables changed."""
+        eng = self.eng
+        gens = (eng.stack.gen.value, eng.stack.netfilter.gen)
+        if gens != self._gens:
+            self._gens = gens
+            self.flush()
 
     def sync(self) -> None:
         """Called when tables change: decide whether they allow recording."""
@@ -152,10 +171,7 @@ class FastPath:
         """(the recorded decision as a Tx, or the conntrack result already computed for the slow path,
         or None; the packet's key, for recording what the slow path decides)."""
         eng = self.eng
-        gens = (eng.stack.gen.value, eng.stack.netfilter.gen)
-        if gens != self._gens:
-            self._gens = gens
-            self.flush()
+        self.check_gens()
         k = self.key(dev, buf, ip, mark)
         if k is None:
             return None, None
@@ -166,7 +182,7 @@ class FastPath:
         ct = res.ct
         if (res.verdict != NF_ACCEPT or ct is not e.ct or res.ctinfo != e.ctinfo or ct.status != e.status
                 or ct.mark != e.ctmark or ct.tcp_state != e.tcp_state or ip.tot_len > e.mtu or ip.ttl <= 1):
-            del self.entries[k]
+            self._forget(k)
             return res, k
         n = ip.tot_len
         for c in e.counters:
@@ -203,12 +219,15 @@ class FastPath:
             elif s.kind == "policy":
                 counters.append(tables[s.table].chains[s.chain].counters)
         if len(self.entries) >= MAX_ENTRIES:
-            self.entries.clear()
+            self.flush()
         dev = self.eng.stack.devices.get(out.dev)
         if dev is None:
             return
-        self.entries[key] = Entry(ct, skb.ctinfo, ct.status, ct.mark, ct.tcp_state, tuple(counters), skb.mark, rw,
-                                  out.dev, out.nexthop, dev.mtu)
+        if key in self.entries:
+            self._forget(key)
+        e = self.entries[key] = Entry(ct, skb.ctinfo, ct.status, ct.mark, ct.tcp_state, tuple(counters), skb.mark,
+                                      rw, out.dev, out.nexthop, dev.mtu)
+        self.vector.add(e, before, key[0], key[-1])  # type: ignore[arg-type]  # (ifindex, ..., arrival mark)
 
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ipgate.conntrack.conn import IP_CT_IS_REPLY, IPS_DST_NAT, IPS_SRC_NAT, Conn
+from ipgate.conntrack.conn import IP_CT_IS_REPLY, IP_CT_UNTRACKED, IPS_DST_NAT, IPS_SRC_NAT, Conn
 from ipgate.engine.skb import IPPROTO_ICMP, Skb
 from ipgate.netfilter import matches as M
 from ipgate.netfilter.rule import (
@@ -38,7 +38,7 @@ HZ = 250  # CONFIG_HZ of the reference kernel
 CREDITS_PER_JIFFY = 128  # POW2_BELOW32(0xFFFFFFFF / (HZ * 60 * 60 * 24)) at HZ 250
 
 
-def _ip_conditions(r: Rule, env: dict[str, object]) -> list[str]:
+def _ip_conditions(r: Rule, env: dict[str, object], tag: str = "") -> list[str]:
     """ip_packet_match() as source conditions: addresses, interfaces, protocol, fragment flag."""
     inv = r.invflags
     conds: list[str] = []
@@ -48,12 +48,19 @@ def _ip_conditions(r: Rule, env: dict[str, object]) -> list[str]:
     if r.dmsk or inv & IPT_INV_DSTIP:
         op = "==" if inv & IPT_INV_DSTIP else "!="
         conds.append(f"(s.daddr & {r.dmsk}) {op} {r.dst}")
-    for attr, pat, bit in (("indev_name", r.iniface, IPT_INV_VIA_IN), ("outdev_name", r.outiface, IPT_INV_VIA_OUT)):
+    for dev, pat, bit in (("indev", r.iniface, IPT_INV_VIA_IN), ("outdev", r.outiface, IPT_INV_VIA_OUT)):
         if pat or inv & bit:
-            name = f"_pat_{attr}"
+            name = f"_pat{tag}_{dev}"
             env[name] = pat
+            if pat and not pat.endswith("+"):
+                # an exact name: iface_matches() is a string compare, inlined (no device: the name "")
+                if inv & bit:
+                    conds.append(f"(s.{dev} is not None and s.{dev}.name == {name})")
+                else:
+                    conds.append(f"(s.{dev} is None or s.{dev}.name != {name})")
+                continue
             neg = "" if inv & bit else "not "
-            conds.append(f"{neg}_iface({name}, s.{attr})")
+            conds.append(f"{neg}_iface({name}, s.{dev}_name)")
     if r.proto:
         conds.append(f"s.proto {'==' if inv & IPT_INV_PROTO else '!='} {r.proto}")
     elif inv & IPT_INV_PROTO:
@@ -75,37 +82,50 @@ def _port_conditions(m: M.TcpMatch | M.UdpMatch) -> list[str]:
     return conds
 
 
+def _hotdrop(s: Skb) -> bool:
+    """Mark the packet for dropping (par->hotdrop); true, so that the rule does not match."""
+    s.hotdrop = True
+    return True
+
+
 # A header too short for the match: the kernel's hotdrop (the packet is dropped).
-_SHORT = "    if s.l4len < {0} or len(s.buf) < s.ihl + {0}:\n        s.hotdrop = True\n        return False"
+_SHORT = "((s.l4len < {0} or len(s.buf) < s.ihl + {0}) and _hotdrop(s))"
 
 
-def compile_rule(r: Rule, stack: Stack, clock: Clock) -> Test | None:
-    """The whole test of a rule as one generated function (None when it matches every packet).
-
-    Each condition is written so that it is true when the rule does NOT match: the function
-    returns False at the first one.  Port ranges of -p tcp/udp are inlined; other matches are
-    closures called from it.
+def rule_conditions(r: Rule, stack: Stack, clock: Clock, env: dict[str, object], tag: str = "") -> list[str]:
+    """The test of a rule as expressions over the Skb `s`, in order, each true when the rule does
+    NOT match (so a rule matches when none is).  Port ranges of -p tcp/udp are inlined; other
+    matches are closures put in `env` under names made unique by `tag`.
     """
-    env: dict[str, object] = {"_iface": iface_matches}
-    lines = [f"    if {c}: return False" for c in _ip_conditions(r, env)]
+    env.setdefault("_iface", iface_matches)
+    env.setdefault("_hotdrop", _hotdrop)
+    conds = _ip_conditions(r, env, tag)
     for i, m in enumerate(r.matches):
         if type(m) is M.UdpMatch:
-            lines.append("    if s.fragoff: return False")
-            lines.append(_SHORT.format(8))
-            lines += [f"    if {c}: return False" for c in _port_conditions(m)]
+            conds.append("s.fragoff")
+            conds.append(_SHORT.format(8))
+            conds += _port_conditions(m)
             continue
         if type(m) is M.TcpMatch and not m.flg_mask and not m.option and not m.invflags & ~3:
-            lines.append("    if s.fragoff: return False")
-            lines.append(_SHORT.format(20))
-            lines += [f"    if {c}: return False" for c in _port_conditions(m)]
+            conds.append("s.fragoff")
+            conds.append(_SHORT.format(20))
+            conds += _port_conditions(m)
             continue
         t = compile_match(m, stack, clock)
         if t is not None:
-            env[f"_m{i}"] = t
-            lines.append(f"    if not _m{i}(s): return False")
-    if not lines:
+            name = f"_m{tag}_{i}"
+            env[name] = t
+            conds.append(f"not {name}(s)")
+    return conds
+
+
+def compile_rule(r: Rule, stack: Stack, clock: Clock) -> Test | None:
+    """The whole test of a rule as one generated function (None when it matches every packet)."""
+    env: dict[str, object] = {}
+    conds = rule_conditions(r, stack, clock, env)
+    if not conds:
         return None
-    src = "def _test(s):\n" + "\n".join(lines) + "\n    return True\n"
+    src = "def _test(s):\n" + "".join(f"    if {c}: return False\n" for c in conds) + "    return True\n"
     exec(compile(src, f"<rule {r}>", "exec"), env)  # noqa: S102 - source built above from integers only
     fn = env["_test"]
     return fn  # type: ignore[return-value]
@@ -287,6 +307,25 @@ def _conntrack(m: M.ConntrackMatch, clock: Clock) -> Test:
     state_mask, state_inv = m.state_mask, bool(inv & M.XT_CONNTRACK_STATE)
     direction = bool(f & M.XT_CONNTRACK_DIRECTION)
     want_reply = bool(inv & M.XT_CONNTRACK_DIRECTION)
+
+    if f & ~M.XT_CONNTRACK_STATE_ALIAS == M.XT_CONNTRACK_STATE:
+        # -m state (or -m conntrack --ctstate alone), the common case: the test below, the state bit only
+        untracked, invalid, snat, dnat = M.CT_STATE_UNTRACKED, M.CT_STATE_INVALID, M.CT_STATE_SNAT, M.CT_STATE_DNAT
+
+        def state_test(s: Skb) -> bool:
+            ct = s.ct
+            if ct is None:
+                bit = untracked if s.ctinfo == IP_CT_UNTRACKED else invalid
+            else:
+                bit = 1 << ((s.ctinfo % IP_CT_IS_REPLY) + 1)  # XT_CONNTRACK_STATE_BIT(ctinfo)
+                st = ct.status
+                if st & IPS_SRC_NAT:
+                    bit |= snat
+                if st & IPS_DST_NAT:
+                    bit |= dnat
+            return bool(state_mask & bit) != state_inv
+
+        return state_test
 
     def test(s: Skb) -> bool:
         ct = s.ct

@@ -16,6 +16,8 @@ from ipgate.conntrack.conn import IP_CT_UNTRACKED, NF_ACCEPT, NF_DROP
 from ipgate.engine.skb import Skb
 from ipgate.engine.xtables import XT_CONTINUE, Action
 from ipgate.nat.core import (
+    NAT_MANIP_DST,
+    NAT_MANIP_SRC,
     NF_NAT_RANGE_MAP_IPS,
     ManipType,
     NatRange2,
@@ -29,9 +31,12 @@ from ipgate.netfilter.rule import (
     Target,
 )
 from ipgate.packet.checksum import csum_replace2
+from ipgate.packet.fastnew import new_tuple
 
 if TYPE_CHECKING:
     from ipgate.engine.engine import Engine
+    from ipgate.link.device import Device
+    from ipgate.stack import Stack
 
 _U16 = struct.Struct("!H")
 
@@ -156,23 +161,34 @@ def _ct(t: T.Ct) -> Action:
 def _masquerade(t: T.Masquerade, eng: Engine) -> Action:
     """nf_nat_masquerade_ipv4(): the outgoing device's address for this nexthop, chosen now."""
     r = t.range
+    # The last answer of inet_select_addr(), as route/lookup.py's nh_saddr() keeps one: valid for the
+    # same stack, device and nexthop until anything changes (stack.gen); one gateway is the usual case.
+    last_stack: Stack | None = None
+    last_gen = last_nh = last_src = -1
+    last_out: Device | None = None
 
     def tg(s: Skb) -> int:
+        nonlocal last_stack, last_gen, last_out, last_nh, last_src
         ct = s.ct
         if ct is None:
             return NF_ACCEPT
-        if ct.orig.src == 0:
-            return NF_ACCEPT  # a local packet with source 0.0.0.0
+        if not ct.okey >> 72:
+            return NF_ACCEPT  # a local packet with source 0.0.0.0 (the original tuple's source)
         out = s.outdev
         if out is None:
             return NF_DROP
-        newsrc = eng.stack.select_addr(out, s.nexthop or s.daddr, 0)  # RT_SCOPE_UNIVERSE
+        stack = eng.stack
+        nh = s.nexthop or s.daddr
+        if stack is not last_stack or stack.gen.value != last_gen or out is not last_out or nh != last_nh:
+            last_stack, last_gen, last_out, last_nh = stack, stack.gen.value, out, nh
+            last_src = stack.select_addr(out, nh, 0)  # RT_SCOPE_UNIVERSE
+        newsrc = last_src
         if not newsrc:
             eng.syslog(f"{out.name} ate my IP address")
             return NF_DROP
         ct.get_ext().masq_index = out.ifindex
-        rng = NatRange2(r.flags | NF_NAT_RANGE_MAP_IPS, newsrc, newsrc, r.min_port, r.max_port)
-        return eng.nat_setup(s, rng, ManipType.SRC)
+        rng = new_tuple(NatRange2, (r.flags | NF_NAT_RANGE_MAP_IPS, newsrc, newsrc, r.min_port, r.max_port, 0))
+        return eng.nat_setup(s, rng, NAT_MANIP_SRC)
 
     return tg
 
@@ -190,7 +206,7 @@ def _redirect(t: T.Redirect, eng: Engine) -> Action:
             if not newdst:
                 return NF_DROP
         rng = NatRange2(r.flags | NF_NAT_RANGE_MAP_IPS, newdst, newdst, r.min_port, r.max_port)
-        return eng.nat_setup(s, rng, ManipType.DST)
+        return eng.nat_setup(s, rng, NAT_MANIP_DST)
 
     return tg
 

@@ -28,13 +28,14 @@ import struct
 from collections import Counter
 
 from ipgate.io import netdev
-from ipgate.io.vnet import VNET_HDR_LEN, ZERO_HDR, VnetError, finish
+from ipgate.io.vnet import VNET_HDR_LEN, ZERO_HDR, finish_batch
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_RX_RING = 5
 PACKET_VERSION = 10
 PACKET_VNET_HDR = 15
+PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
 TPACKET_V3 = 2
@@ -49,6 +50,7 @@ _BLOCK = struct.Struct("IIIII")
 # struct tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status, tp_mac, tp_net
 _PKT3 = struct.Struct("IIIIIIHH")
 _STATUS = struct.Struct("I")
+_STATS = struct.Struct("II")  # struct tpacket_stats: tp_packets, tp_drops (the start of tpacket_stats_v3)
 _BLOCK_STATUS_OFF = 8
 SO_RCVBUFFORCE = 33  # asm-generic/socket.h (not in Python's socket module)
 RCVBUF = 4 << 20  # SO_RCVBUFFORCE: room for bursts on the plain path
@@ -58,8 +60,9 @@ MAX_FRAME = 65536 + VNET_HDR_LEN
 class RxRing:
     """A TPACKET_V3 receive ring: `block_nr` blocks of `block_size` bytes, walked block by block."""
 
-    def __init__(self, sock: socket.socket, *, block_size: int = 1 << 20, block_nr: int = 8,
+    def __init__(self, sock: socket.socket, hdrlen: int, *, block_size: int = 1 << 20, block_nr: int = 8,
                  frame_size: int = 2048, retire_ms: int = 1) -> None:
+        self.hdrlen = hdrlen  # the virtio_net_hdr before each frame, or 0
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
         req = _REQ3.pack(block_size, block_nr, frame_size, block_size * block_nr // frame_size, retire_ms, 0, 0)
         sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
@@ -70,11 +73,10 @@ class RxRing:
         self.view = memoryview(self.map)
         self.cur = 0
 
-    def read_blocks(self, limit: int, vnet: bool) -> tuple[list[bytes], int, int]:
-        """Frames of the ready blocks (whole blocks, while fewer than `limit` frames were read), how many
-        were malformed, and how many needed their offloads finished."""
+    def read_blocks(self, limit: int) -> list[bytes]:
+        """Frames of the ready blocks (whole blocks, while fewer than `limit` frames were read), as they are
+        in the ring: with their virtio_net_hdr if the socket has one."""
         out: list[bytes] = []
-        bad = fixed = 0
         mm, view = self.map, self.view
         bs, nr = self.block_size, self.block_nr
         pkt3 = _PKT3.unpack_from
@@ -86,32 +88,17 @@ class RxRing:
             p = base + first
             for _ in range(num):
                 nxt, _s, _ns, snaplen, _len, _st, mac, _net = pkt3(mm, p)
-                if vnet and mm[p + mac - VNET_HDR_LEN:p + mac] != ZERO_HDR:
-                    frames = _finish(bytes(view[p + mac - VNET_HDR_LEN:p + mac + snaplen]))
-                    if frames is None:
-                        bad += 1
-                    else:
-                        fixed += 1
-                        out += frames
-                else:
-                    out.append(bytes(view[p + mac:p + mac + snaplen]))
+                out.append(bytes(view[p + mac - self.hdrlen:p + mac + snaplen]))
                 if not nxt:
                     break
                 p += nxt
             _STATUS.pack_into(mm, base + _BLOCK_STATUS_OFF, TP_STATUS_KERNEL)  # hand the block back
             self.cur = (self.cur + 1) % nr
-        return out, bad, fixed
+        return out
 
     def close(self) -> None:
         self.view.release()
         self.map.close()
-
-
-def _finish(data: bytes) -> list[bytes] | None:
-    try:
-        return finish(data)
-    except VnetError:
-        return None
 
 
 class PacketSocket:
@@ -133,7 +120,7 @@ class PacketSocket:
                 sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-            self.ring = RxRing(sock) if ring else None
+            self.ring = RxRing(sock, VNET_HDR_LEN if vnet else 0) if ring else None
             sock.bind((ifname, ETH_P_ALL))
         except BaseException:
             sock.close()
@@ -144,16 +131,26 @@ class PacketSocket:
         self.tx_errors = 0
         self.offloads = 0  # frames whose checksum or segmentation we finished (vnet.finish)
         self.errnos: Counter[str] = Counter()  # why reads and writes failed
+        self._kdrops = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def read_batch(self, limit: int) -> list[bytes]:
         if self.ring is not None:
-            frames, bad, fixed = self.ring.read_blocks(limit, self.vnet)
+            raw = self.ring.read_blocks(limit)
+        else:
+            raw = self._recv_batch(limit)
+        if not self.vnet or not raw:
+            return raw
+        frames, bad, fixed = finish_batch(raw)
+        if bad:
             self.rx_errors += bad
-            self.offloads += fixed
-            return frames
+            self.errnos["bad virtio_net_hdr"] += bad
+        self.offloads += fixed
+        return frames
+
+    def _recv_batch(self, limit: int) -> list[bytes]:
         out: list[bytes] = []
         if self.filter_outgoing:
             recvfrom = self.sock.recvfrom
@@ -165,40 +162,23 @@ class PacketSocket:
                 except OSError as e:
                     self._error(e)
                     break
-                if addr[2] == PACKET_OUTGOING:
-                    continue
-                self._add(out, data)
+                if addr[2] != PACKET_OUTGOING:
+                    out.append(data)
             return out
         recv = self.sock.recv
         for _ in range(limit):
             try:
-                data = recv(MAX_FRAME)
+                out.append(recv(MAX_FRAME))
             except BlockingIOError:
                 break
             except OSError as e:  # ENETDOWN while the interface is down...
                 self._error(e)
                 break
-            self._add(out, data)
         return out
 
     def _error(self, e: OSError) -> None:
         self.rx_errors += 1
         self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
-
-    def _add(self, out: list[bytes], data: bytes) -> None:
-        if not self.vnet:
-            out.append(data)
-            return
-        if data.startswith(ZERO_HDR):
-            out.append(data[VNET_HDR_LEN:])
-            return
-        frames = _finish(data)
-        if frames is None:
-            self.rx_errors += 1
-            self.errnos["bad virtio_net_hdr"] += 1
-        else:
-            self.offloads += 1
-            out += frames
 
     def write(self, frame: bytes) -> bool:
         try:
@@ -211,6 +191,16 @@ class PacketSocket:
             self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
             return False
         return True
+
+    def kernel_drops(self) -> int:
+        """Frames the kernel dropped because this socket's queue or ring was full (PACKET_STATISTICS, which
+        resets on reading: kept as a running total)."""
+        try:
+            _packets, drops = _STATS.unpack(self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS.size))
+        except OSError:
+            return self._kdrops
+        self._kdrops += drops
+        return self._kdrops
 
     def wait(self, timeout: float) -> bool:
         """For tests and benchmarks: is a frame ready within `timeout` seconds?"""

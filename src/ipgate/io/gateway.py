@@ -1,6 +1,6 @@
 """The live gateway: one event loop around the sans-IO engine and link layer.
 
-    selectors ──> Port.read_batch ──> LinkLayer.frame_in (TAP, AF_PACKET) ──> Engine.receive
+    selectors ──> Port.read_batch ──> LinkLayer.frame_in (TAP, AF_PACKET) ──> Engine.receive_batch
                                                                               │
     Port.write <── LinkLayer.ip_out (Ethernet) or the packet as is (TUN) <── Tx
 
@@ -47,11 +47,12 @@ from ipgate.io.metrics import MetricsServer, collect, render
 from ipgate.io.ports import AttachSpec, Port, default_spec, open_port
 from ipgate.io.rebind import carry_state, rebind_engine, rebind_link
 from ipgate.io.syslog import SyslogWriter
+from ipgate.link import ether
 from ipgate.link.layer import Frames, LinkLayer
 from ipgate.shell import ScriptErrors, load_script
 from ipgate.stack import Stack
 
-BATCH = 64  # packets read from one device per wake-up
+BATCH = 256  # packets read from one device per wake-up (and handed to the engine together)
 MAX_SLEEP = 60.0  # seconds: wake up at least this often even with no timer
 GC_INTERVAL = 1.0  # seconds between conntrack sweeps (the kernel's gc_worker; expired entries also die on lookup)
 MAX_REASONS = 1024  # distinct drop reasons counted; later ones go under "other"
@@ -300,23 +301,49 @@ class Gateway:
         self.rx_bytes[port.name] += sum(map(len, items))
         now = time.monotonic()
         name = port.name
-        receive = self.engine.receive
-        emit = self._emit
         link = self.link
+        if not port.l2:
+            self._receive(name, items, now)
+            return
+        assert link is not None
+        # plain IPv4 frames for us go to the engine together (Engine.receive_batch); any other frame (ARP...)
+        # first lets the packets before it through, so the link layer sees everything in arrival order
+        ip_payload = link.ip_payload
+        pending: list[bytes] = []
         for data in items:
-            try:
-                if port.l2:
-                    assert link is not None
+            ip = ip_payload(name, data)
+            if ip is None:
+                if pending:
+                    self._receive(name, pending, now)
+                    pending = []
+                try:
                     ip, frames = link.frame_in(name, data, now)
                     if frames:
                         self._send(frames)
-                    if ip is None:
-                        continue
-                    data = ip
-                emit(receive(name, data, now), now)
-            except Exception as e:  # noqa: BLE001
-                self.errors += 1
-                self.log.limited(f"internal error on {name}: {type(e).__name__}: {e}", now)
+                except Exception as e:  # noqa: BLE001
+                    self.errors += 1
+                    self.log.limited(f"internal error on {name}: {type(e).__name__}: {e}", now)
+                    continue
+                if ip is None:
+                    continue
+            pending.append(ip)
+        if pending:
+            self._receive(name, pending, now)
+
+    def _receive(self, name: str, packets: list[bytes], now: float) -> None:
+        """Packets in from `name`, their results out."""
+        try:
+            results = self.engine.receive_batch(name, packets, now)
+        except Exception as e:  # noqa: BLE001 - a bug must not stop the gateway: the batch is lost, and counted
+            self.errors += 1
+            self.drops["internal error"] += len(packets)
+            self.log.limited(f"internal error on {name}: {type(e).__name__}: {e}", now)
+            return
+        try:
+            self._emit(results, now)
+        except Exception as e:  # noqa: BLE001
+            self.errors += 1
+            self.log.limited(f"internal error on {name}: {type(e).__name__}: {e}", now)
 
     def _read_failed(self, port: Port) -> None:
         """A descriptor that is readable but only gives errors (a TUN whose device was destroyed, an AF_PACKET
@@ -335,17 +362,31 @@ class Gateway:
 
     def _emit(self, results: list[Result], now: float) -> None:
         ports = self.ports
+        link = self.link
+        # by next hop, for this batch: (port, its Ethernet header) once the neighbour is connected
+        heads: dict[tuple[str, int], tuple[Port, bytes] | None] = {}
         for r in results:
             if type(r) is Tx:
                 self.forwarded += 1
-                port = ports.get(r.dev)
-                if port is None:
+                key = (r.dev, r.nexthop)
+                pair = heads.get(key)
+                if pair is not None:  # neigh_hh_output(): the common case, inline
+                    frame = pair[1] + r.data
+                    self._write(pair[0], frame if len(frame) >= ether.ETH_ZLEN else ether.pad(frame))
+                    continue
+                out = ports.get(r.dev)
+                if out is None:
                     self._drop(f"no device attached for {r.dev}", r.data, now)
-                elif port.l2:
-                    assert self.link is not None
-                    self._send(self.link.ip_out(r.dev, r.nexthop, r.data, now))
+                elif out.l2:
+                    assert link is not None
+                    head = link.hh_header(*key)
+                    if head is None:  # not resolved: the neighbour code queues it and asks
+                        self._send(link.ip_out(r.dev, r.nexthop, r.data, now))
+                    else:
+                        heads[key] = (out, head)
+                        self._write(out, ether.pad(head + r.data))
                 else:
-                    self._write(port, r.data)
+                    self._write(out, r.data)
             elif type(r) is Drop:
                 self._drop(r.reason, r.data, now)
             else:
@@ -451,8 +492,12 @@ class Gateway:
                          f"{errs:>10}")
             if p.io.errnos:
                 notes.append(f"{p.name} i/o errors: " + ", ".join(f"{k} {v}" for k, v in p.io.errnos.most_common()))
-            if isinstance(p.io, PacketSocket) and p.io.offloads:
-                notes.append(f"{p.name}: {p.io.offloads} frames with checksum/segmentation offload finished")
+            if isinstance(p.io, PacketSocket):
+                if p.io.offloads:
+                    notes.append(f"{p.name}: {p.io.offloads} frames with checksum/segmentation offload finished")
+                kdrops = p.io.kernel_drops()
+                if kdrops:
+                    notes.append(f"{p.name}: {kdrops} frames dropped by the kernel (socket queue full)")
         lines += notes
         lines.append(f"delivered locally: {self.local}")
         lines.append(f"connections: {len(self.stack.conntrack)}")

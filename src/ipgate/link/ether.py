@@ -95,7 +95,11 @@ def parse(frame: bytes, own_mac: bytes) -> EthFrame | EthDrop:
 
 def build(dst: bytes, src: bytes, ethertype: int, payload: bytes) -> bytes:
     """eth_header() + padding to the minimum frame length."""
-    frame = _HDR.pack(dst, src, ethertype) + payload
+    return pad(_HDR.pack(dst, src, ethertype) + payload)
+
+
+def pad(frame: bytes) -> bytes:
+    """A frame padded to the minimum length (ETH_ZLEN), as the driver would."""
     if len(frame) < ETH_ZLEN:
         frame += bytes(ETH_ZLEN - len(frame))
     return frame

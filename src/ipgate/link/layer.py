@@ -172,15 +172,22 @@ class LinkLayer:
         return d
 
     # -- input --------------------------------------------------------------
+    def ip_payload(self, dev: str, frame: bytes) -> bytes | None:
+        """The common case of `frame_in` alone: the IPv4 packet of an untagged frame for our address or a
+        group address on an up Ethernet device; None for anything else (which `frame_in` then handles)."""
+        d = self.stack.devices.get(dev)
+        if d is not None and d.up and frame[12:14] == b"\x08\x00" and d.kind not in NO_LINK_LAYER_KINDS:
+            dst = frame[:6]
+            if dst == d.mac or dst[0] & 1:
+                return frame[ether.ETH_HLEN:]
+        return None
+
     def frame_in(self, dev: str, frame: bytes, now: float) -> tuple[bytes | None, Frames]:
         """An Ethernet frame received on `dev`: (the IPv4 packet inside for the engine, or None;
         frames to send now, e.g. ARP replies).  Frames not for us (other unicast MACs) give (None, [])."""
-        d = self.stack.devices.get(dev)
-        if d is not None and d.up and frame[12:14] == b"\x08\x00" and d.kind not in NO_LINK_LAYER_KINDS:
-            # the common case first: untagged IPv4 for our address or a group address
-            dst = frame[:6]
-            if dst == d.mac or dst[0] & 1:
-                return frame[ether.ETH_HLEN:], []
+        ip = self.ip_payload(dev, frame)
+        if ip is not None:
+            return ip, []
         d = self._device(dev)
         if d is None:
             return None, []
@@ -214,17 +221,23 @@ class LinkLayer:
         return None, frames
 
     # -- output -------------------------------------------------------------
+    def hh_header(self, dev: str, nexthop: int) -> bytes | None:
+        """neigh_hh_output(): the cached Ethernet header towards a connected neighbour, or None when the
+        packet has to go through the neighbour's state machine (`ip_out`)."""
+        n = self.table.entries.get((dev, nexthop))
+        if n is not None and n.hh and n.state & NUD_CONNECTED:
+            d = self.stack.devices.get(dev)
+            if d is not None and d.up:
+                return n.ha + d.mac + b"\x08\x00"
+        return None
+
     def ip_out(self, dev: str, nexthop: int, packet: bytes, now: float) -> Frames:
         """An IPv4 packet the engine sends to `nexthop` on `dev`: frames to send now (the packet framed,
         or an ARP request while it waits in the queue).  0xFFFFFFFF / subnet broadcast -> broadcast MAC."""
+        head = self.hh_header(dev, nexthop)
+        if head is not None:
+            return [(dev, ether.pad(head + packet))]
         n = self.table.entries.get((dev, nexthop))
-        if n is not None and n.hh and n.state & NUD_CONNECTED:  # neigh_hh_output(): the fast path
-            d = self.stack.devices.get(dev)
-            if d is not None and d.up:
-                frame = n.ha + d.mac + b"\x08\x00" + packet
-                if len(frame) < ether.ETH_ZLEN:
-                    frame += bytes(ether.ETH_ZLEN - len(frame))
-                return [(dev, frame)]
         d = self._device(dev)
         if d is None:
             return []

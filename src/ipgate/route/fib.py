@@ -38,6 +38,7 @@ from ipgate.inet import (
     RTN_UNICAST,
     RTN_UNREACHABLE,
 )
+from ipgate.packet.fastnew import new_tuple
 
 # fib_props[] from net/ipv4/fib_semantics.c: (error, minimum scope) per type.
 # RTN_NAT is gone from today's kernels; ipgate keeps it (stateless NAT, see docs).
@@ -240,9 +241,9 @@ class FibTable:
                         continue
                     if nh.oif in down and nh.scope != RT_SCOPE_NOWHERE:
                         continue  # fib_lookup_good_nhc(): RTNH_F_DEAD
-                    return FibResult(key, plen, fa.type, fa, sel, self.id)
+                    return new_tuple(FibResult, (key, plen, fa.type, fa, sel, self.id))
                 if not fi.nhs:
-                    return FibResult(key, plen, fa.type, fa, -1, self.id)
+                    return new_tuple(FibResult, (key, plen, fa.type, fa, -1, self.id))
         return -errno.EAGAIN
 
     # -- writing ---------------------------------------------------------

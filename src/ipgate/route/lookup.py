@@ -31,6 +31,7 @@ from ipgate.inet import (
     is_zeronet,
 )
 from ipgate.link.device import LOOPBACK_IFINDEX, Device
+from ipgate.packet.fastnew import new_tuple
 from ipgate.route.fib import FibNh, FibResult
 from ipgate.route.multipath import select_multipath
 from ipgate.route.rules import (
@@ -313,17 +314,23 @@ def _route_input(stack: Stack, fl: Flow, dev: Device) -> Route:
     """ip_route_input_slow(): a packet from `dev`.  Errors as `ip route get ... iif` shows them."""
     saddr, daddr = fl.saddr, fl.daddr
     forward = _forwarding(stack, dev)
-    if is_multicast(saddr) or is_lbcast(saddr):
-        raise NetlinkError(errno.EINVAL)  # martian source
-    if is_lbcast(daddr) or (saddr == 0 and daddr == 0):
-        return _brd_input(stack, fl, dev)
-    if is_zeronet(saddr) or is_zeronet(daddr):
-        raise NetlinkError(errno.EINVAL)
-    if (is_loopback(daddr) or is_loopback(saddr)) and not stack.route_localnet(dev):
-        raise NetlinkError(errno.EINVAL)  # martian unless route_localnet
-    if is_multicast(daddr):
-        raise NetlinkError(errno.EINVAL)
-    key = Flow(daddr, saddr, dev.ifindex, 0, fl.mark, fl.tos, fl.proto, fl.sport, fl.dport)
+    s8, d8 = saddr >> 24, daddr >> 24
+    if not (0 < s8 < 224 and 0 < d8 < 224 and s8 != 127 and d8 != 127):
+        # not two ordinary unicast addresses (the usual case, which none of these checks concern)
+        if is_multicast(saddr) or is_lbcast(saddr):
+            raise NetlinkError(errno.EINVAL)  # martian source
+        if is_lbcast(daddr) or (saddr == 0 and daddr == 0):
+            return _brd_input(stack, fl, dev)
+        if is_zeronet(saddr) or is_zeronet(daddr):
+            raise NetlinkError(errno.EINVAL)
+        if (is_loopback(daddr) or is_loopback(saddr)) and not stack.route_localnet(dev):
+            raise NetlinkError(errno.EINVAL)  # martian unless route_localnet
+        if is_multicast(daddr):
+            raise NetlinkError(errno.EINVAL)
+    if fl.iif == dev.ifindex and not fl.oif and not fl.scope:
+        key = fl  # already the flow looked up (the engine's)
+    else:
+        key = new_tuple(Flow, (daddr, saddr, dev.ifindex, 0, fl.mark, fl.tos, fl.proto, fl.sport, fl.dport, 0))
     res, pref = fib_rules_lookup(stack, key)
     if isinstance(res, int):
         err = -res if forward else errno.EHOSTUNREACH
@@ -341,14 +348,17 @@ def _route_input(stack: Stack, fl: Flow, dev: Device) -> Route:
         raise NetlinkError(errno.EINVAL)  # martian destination
     if len(res.info.nhs) > 1:
         res = select_multipath(stack, res, saddr, daddr, fl)
-    out = stack.by_index[res.nh.oif]
+    nh = res.nh
+    out = stack.by_index[nh.oif]
     onlink = _validate_source(stack, fl, dev, out.ifindex)
-    flags: list[str] = []
-    shared_media = stack.sysctl.get("net.ipv4.conf.all.shared_media", 1) or stack.devconf(dev, "shared_media")
-    if out is dev and onlink and (shared_media or _onlink(out, saddr, res.nh.gw)):
-        flags.append("redirect")
-    return Route(RTN_UNICAST, daddr, saddr, 0, out, _uses_gateway(res), res.table, True, dev.ifindex, tuple(flags),
-                 res, pref, fl.mark)
+    flags: tuple[str, ...] = ()
+    if out is dev and onlink:
+        shared_media = stack.sysctl.get("net.ipv4.conf.all.shared_media", 1) or stack.devconf(dev, "shared_media")
+        if shared_media or _onlink(out, saddr, nh.gw):
+            flags = ("redirect",)
+    gw = nh.gw if nh.gw and nh.scope == RT_SCOPE_LINK else 0  # _uses_gateway()
+    return new_tuple(Route, (RTN_UNICAST, daddr, saddr, 0, out, gw, res.table, True, dev.ifindex, flags, res, pref,
+                             fl.mark))
 
 
 def _onlink(dev: Device, saddr: int, gw: int) -> bool:

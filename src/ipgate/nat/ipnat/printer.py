@@ -8,12 +8,22 @@ way `ipnat -l` lists it and `ipnat -nv`/`-Rnvf` echo what they parse.
 `print_active_nat` is lib/printactivenat.c for one session and `listing` the
 `ipnat -l` layout of tools/ipnat.c dostats_live(); `statistics` is its `-s`
 text.  Sessions are read through the `NatSessionView` protocol of state.py.
+
+`conf_rule` is not IP Filter's: it writes a loaded rule as ipnat.conf text
+that `parse` reads back to the very same rule (`ipgate save` needs that).
+printnat()'s text does not always do so: it leaves out what it does not show
+(`round-robin` on a map, values a later protocol cleared), prints names and
+numbers unquoted and signed, and a few of its forms do not parse at all
+(`portmap ip 1:2`, `proxy port  ftp/tcp`, `frag sequential`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
+from ipgate.nat.ipnat.parse import KEYWORDS
 from ipgate.nat.ipnat.rule import (
     ALL_ONES,
     FR_INCRANGE,
@@ -34,6 +44,7 @@ from ipgate.nat.ipnat.rule import (
     IPN_TCP,
     IPN_TCPUDP,
     IPN_UDP,
+    MAPBLK_MINPORT,
     NAT_BIMAP,
     NAT_MAP,
     NAT_MAPBLK,
@@ -224,6 +235,178 @@ def _map_tail(r: NatRule, names: Resolver, numeric: bool) -> str:
         out.append(" " + printproto(names, r, r.proto))
     if r.flags & IPN_SEQUENTIAL:
         out.append(" sequential")
+    return "".join(out)
+
+
+# -- the save form -------------------------------------------------------------------------
+# A name the lexer reads as one word, not a number, a keyword or punctuation (lexer.c; parse.WORD_END).
+_BARE = re.compile(r"[^\s\d#\"'$=,/;{}()@:.!<>\\-][^\s#\"'$=,/;{}()@:!<>\\]*")
+
+
+def conf_word(name: str) -> str:
+    """An interface, proxy or tag name as one ipnat.conf word that reads back unchanged."""
+    if _BARE.fullmatch(name) and name.lower() not in KEYWORDS:
+        return name
+    for q in "\"'":
+        if q not in name and "\n" not in name:
+            return q + name + q
+    return "".join("\\" + c for c in name)  # both quotes: lexer.c takes any character after a backslash
+
+
+def _conf_proto(names: Resolver, p: int) -> str:
+    """A protocol for the grammar's `proto`: its name when that reads back as `p`, else the number."""
+    name = names.proto_name(p)
+    if name is not None and (name in ("tcp", "udp") or _BARE.fullmatch(name) and name.lower() not in KEYWORDS) \
+            and names.proto_number(name) == p:
+        return name
+    return str(p)
+
+
+def _conf_rule_proto(r: NatRule, names: Resolver) -> str:
+    """What sets the rule's in_p and tcp/udp flags as they are ("" for protocol 0 without them)."""
+    both = r.flags & IPN_TCPUDP
+    if both == IPN_TCPUDP:
+        return "tcp/udp"
+    if both:
+        return "tcp" if both == IPN_TCP else "udp"
+    return _conf_proto(names, r.proto) if r.proto else ""
+
+
+def _conf_ports(pc: PortCmp) -> str:
+    """A from/to port comparison.  One that setnatproto() cleared (cmp 0, values kept) is written
+    as a live one: the protocol written after it clears it again."""
+    if pc.cmp in (FR_INRANGE, FR_OUTRANGE):
+        return f" port {pc.port} {_PCMP[pc.cmp]} {pc.top}"
+    if pc.cmp == FR_INCRANGE:
+        return f" port {pc.port}:{pc.top}"
+    if pc.cmp:
+        return f" port {_PCMP[pc.cmp]} {pc.port}"
+    if pc.top:
+        return f" port {pc.port} <> {pc.top}"
+    return f" port = {pc.port}" if pc.port else ""
+
+
+def _cleared(pc: PortCmp) -> bool:
+    return not pc.cmp and bool(pc.port or pc.top)
+
+
+def _conf_options(r: NatRule, sticky: bool) -> str:
+    """rr frag age [sticky] mssclamp, in the grammar's order, numbers unsigned."""
+    out = []
+    if r.flags & IPN_ROUNDR:
+        out.append(" round-robin")
+    if r.flags & IPN_FRAG:
+        out.append(" frag")
+    if r.age != (0, 0):
+        out.append(f" age {r.age[0]}/{r.age[1]}")
+    if sticky and r.flags & IPN_STICKY:
+        out.append(" sticky")
+    if r.mssclamp:
+        out.append(f" mssclamp {r.mssclamp}")
+    return "".join(out)
+
+
+def conf_rule(r: NatRule, names: Resolver) -> str:
+    """The rule as one line of ipnat.conf that `parse` (then SIOCADNAT) turns back into this rule.
+
+    Like printnat() but numeric, names quoted when they are not plain words, and every field written
+    that the grammar can set, in the order its actions run.  A rule no text can give (not made by
+    the parser) gets a line that reads back differently: callers check (save.py does).
+    """
+    ifn = conf_word(r.ifname) + ("," + conf_word(r.ifname2) if r.ifname2 != r.ifname else "")
+    if r.redir == NAT_REDIRECT:
+        body = _conf_rdr(r, names)
+    elif r.redir == NAT_MAPBLK:
+        body = (f" {ntoa(r.in_addr)}{_mask(r.in_mask)} -> {ntoa(r.out_addr)}{_mask(r.out_mask)}"
+                + (" ports auto" if r.flags & IPN_AUTOPORTMAP else f" ports {r.pmin}" if r.pmin else "")
+                + _conf_options(r, False) + (f" tag {conf_word(r.tag)}" if r.tag else ""))
+        proto = _conf_rule_proto(r, names)
+        body += f" {proto}" if proto else ""
+    else:
+        body = _conf_map(r, names)
+    return f"{_REDIR.get(r.redir, '')} {ifn}{body}\n"
+
+
+def _conf_map(r: NatRule, names: Resolver) -> str:
+    """map/bimap: mapit ifnames (addr | mapfrom) '->' rhaddr (proxy | mapport) mapoptions."""
+    query = bool(r.flags & IPN_ICMPQUERY)
+    # icmpidmap assigns in_flags: a from/to before it keeps its fields but loses IPN_FILTER.
+    filtered = bool(r.flags & IPN_FILTER) or query and bool(
+        r.src_addr or r.src_mask or r.sport != PortCmp() or r.dport != PortCmp())
+    # the proxy keeps its port in in_dport; a to-port comparison it was checked against stays there too
+    dport = _conf_ports(r.dport) if r.dport.cmp or r.dport.top or not r.plabel else ""
+    auto_cleared = bool(r.flags & IPN_AUTOPORTMAP) and (r.pmin, r.pmax) != (MAPBLK_MINPORT, 65535)
+    dead = _cleared(r.sport) or _cleared(r.dport) and bool(dport) or auto_cleared
+    out = []
+    if filtered:
+        sport = _conf_ports(r.sport)
+        out.append(f" from {hostmask(r.in_addr, r.in_mask)}{sport}{' !' if r.flags & IPN_NOTDST else ''}"
+                   f" to {hostmask(r.src_addr, r.src_mask)}{dport}")
+        ports_named = bool(sport or dport)
+    else:
+        out.append(f" {ntoa(r.in_addr)}{_mask(r.in_mask)}")
+        ports_named = False
+    out.append(f" -> range {ntoa(r.out_addr)}-{ntoa(r.out_mask)}" if r.flags & IPN_IPRANGE
+               else f" -> {ntoa(r.out_addr)}{_mask(r.out_mask)}")
+    want = _conf_rule_proto(r, names)
+    now = ""  # the protocol the words so far have set
+    if query:
+        out.append(f" icmpidmap icmp {r.pmin}:{r.pmax}")
+    elif r.plabel:
+        # a cleared comparison needs a protocol that clears: `ip` here, then the rule's own after it
+        now = "ip" if dead and r.proto in (6, 17) else _conf_proto(names, r.proto)
+        out.append(f" proxy port {r.dport.port} {conf_word(r.plabel)}/{now}")
+        now = "" if now == "ip" else now
+    elif r.pmin or r.pmax or r.flags & (IPN_AUTOPORTMAP | IPN_SEQUENTIAL):
+        now = want if r.flags & IPN_TCPUDP else ""
+        out.append(f" portmap{' ' + now if now else ''}"
+                   + (" auto" if r.flags & IPN_AUTOPORTMAP else f" {r.pmin}:{r.pmax}")
+                   + (" sequential" if r.flags & IPN_SEQUENTIAL else ""))
+    out.append(_conf_options(r, False))
+    if r.tag:
+        out.append(f" tag {conf_word(r.tag)}")
+    if not now:
+        if want:
+            out.append(f" {want}")
+        elif dead or ports_named and not r.flags & IPN_TCPUDP:
+            out.append(" ip")  # clears what it must, and a named port no longer means tcp/udp
+    return "".join(out)
+
+
+def _conf_rdr(r: NatRule, names: Resolver) -> str:
+    """rdr: rdrit ifnames (addr [dport] | rdrfrom) '->' dip [nport] setproto rdroptions."""
+    filtered = bool(r.flags & IPN_FILTER)
+    dead = _cleared(r.sport) or not r.dport.cmp and bool(r.dport.top or r.dport.port and not r.plabel)
+    out = []
+    if filtered:
+        # dobject sets pmin to its port; a later `proxy NAME` sets in_dport to the new port
+        to_port = replace(r.dport, port=r.pmin) if r.dport.cmp else r.dport if r.dport.top or not r.plabel \
+            else PortCmp()
+        out.append(f" {'! ' if r.flags & IPN_NOTSRC else ''}from {hostmask(r.src_addr, r.src_mask)}"
+                   f"{_conf_ports(r.sport)} to {hostmask(r.out_addr, r.out_mask)}{_conf_ports(to_port)}")
+        nport = bool(r.flags & (IPN_TCPUDP | IPN_FIXEDDPORT) or r.pnext)
+    else:
+        out.append(f" {ntoa(r.out_addr)}{_mask(r.out_mask)}")
+        nport = bool(r.flags & (IPN_TCPUDP | IPN_FIXEDDPORT) or r.pmin or r.pmax or r.pnext)
+        if nport:
+            out.append(f" port {r.pmin}" + (f"-{r.pmax}" if r.pmax != r.pmin else ""))
+    if r.flags & IPN_SPLIT:
+        out.append(f" -> {ntoa(r.in_addr)},{ntoa(r.in_mask)}")
+    else:
+        out.append(f" -> {ntoa(r.in_addr)}" + ("/0" if r.in_addr == 0 and r.in_mask == 0 else ""))
+    if nport:
+        out.append(f" port {'= ' if r.flags & IPN_FIXEDDPORT else ''}{r.pnext}")
+    # `proxy NAME` copies the new port to in_dport; `proxy port P name/proto` sets every port to P
+    name_form = bool(r.plabel) and not dead and r.dport.port == r.pnext and (not filtered or r.pmax == 0)
+    # `ip` as printnat() prints it, but not where setnatproto() would drop a lone `port = P`'s flag
+    proto = _conf_rule_proto(r, names) or ("" if r.flags & IPN_FIXEDDPORT else "ip")
+    out.append(" ip" if r.plabel and dead else f" {proto}" if proto else "")
+    out.append(_conf_options(r, True))
+    if r.plabel:
+        out.append(f" proxy {conf_word(r.plabel)}" if name_form else
+                   f" proxy port {r.dport.port} {conf_word(r.plabel)}/{_conf_proto(names, r.proto)}")
+    if r.tag:
+        out.append(f" tag {conf_word(r.tag)}")
     return "".join(out)
 
 

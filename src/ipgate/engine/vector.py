@@ -1,0 +1,406 @@
+"""Batches of established-flow packets as vectors (VPP's idea, the kernel's NAPI batch).
+
+`Engine.receive_batch(dev, packets, now)` gives exactly what calling
+`Engine.receive` on each packet in turn would give, in the same order; what
+it saves is the per-packet interpreter cost of the fast path.  The packets
+of a batch are joined into one buffer and every test and rewrite the fast
+path would make one packet at a time is made on all of them at once with
+numpy:
+
+1. classify: each packet's key bytes (version/IHL, TOS, fragment field,
+   protocol, addresses, ports, TCP flags) are looked up among the recorded
+   decisions (`FastPath` entries this module was told about); the packet's
+   own checks are vectors: the IP header checksum, TTL > 1, the length
+   against the two MTUs, and for UDP what udp_error() checks (length,
+   checksum when nf_conntrack_checksum asks);
+2. rewrite every candidate at once (the entry's new addresses and ports, TTL,
+   both checksums by the entry's precomputed RFC 1624 deltas);
+3. walk the batch in order: a run of candidates is committed after checking
+   its connections (still alive, same status and connmark, not expired),
+   then the connections' timeouts are refreshed, which is all the work
+   nf_conntrack_udp_packet() does when the status stays as it is; the other
+   packets go through `Engine.receive` one by one, at their place, so state
+   changes they make are seen by the runs after them.
+
+Only UDP entries of confirmed connections that saw a reply, without a fixed
+timeout or a NAT clash, are vectorised, and only while a packet cannot change
+their status (an unassured one becomes assured once its stream timestamp has
+passed: that packet goes through `receive`); everything else takes the
+scalar path.
+Slots of forgotten entries are reused only between batches, so a packet
+classified at the start of a batch can never meet another flow's entry.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+from itertools import repeat
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from ipgate.conntrack.conn import (
+    IP_CT_IS_REPLY,
+    IPS_ASSURED,
+    IPS_CONFIRMED,
+    IPS_DYING,
+    IPS_FIXED_TIMEOUT,
+    IPS_NAT_CLASH,
+    IPS_SEEN_REPLY,
+)
+from ipgate.conntrack.sysctl import TCP_CONNTRACK_ESTABLISHED
+from ipgate.conntrack.tcp import tcp_ack_fast
+from ipgate.engine.result import Result, Tx
+from ipgate.packet.checksum import CSUM_MANGLED_0
+from ipgate.packet.vcsum import word_sums
+
+if TYPE_CHECKING:
+    from ipgate.engine.engine import Engine
+    from ipgate.engine.fastpath import Entry
+    from ipgate.link.device import Device
+    from ipgate.netfilter.rule import Counters
+
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+Bools = npt.NDArray[np.bool_]
+
+# key bytes: version/IHL, TOS, fragment field, protocol, addresses, ports, TCP flags (zeroed but for TCP)
+_KEY_AT = np.array([0, 1, 6, 7, 9, *range(12, 24), 33], dtype=np.int64)
+_KEY_DTYPE = np.dtype(f"S{len(_KEY_AT)}")
+_HDR40 = np.arange(40, dtype=np.int64)  # IPv4 header + TCP header without options, or UDP + 12 bytes
+_REWRITTEN = np.arange(8, 28, dtype=np.int64)  # TTL, checksum, addresses, ports, UDP checksum
+_TCP_CSUM = np.arange(36, 38, dtype=np.int64)
+_PAD = bytes(64)  # after the last packet, so short packets can be gathered (and then refused)
+_UDP_REPLIED = IPS_CONFIRMED | IPS_SEEN_REPLY
+_TCP_ASSURED = IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED
+_MIN_SLOTS = 1024
+
+
+def vector_key(pkt: bytes) -> bytes:
+    """The key bytes of `pkt` as `VectorPath.run` gathers them (numpy's fixed-width bytes drop trailing
+    NULs; with a fixed width that stays one-to-one)."""
+    pkt = pkt + _PAD
+    k = bytearray(pkt[i] for i in _KEY_AT.tolist())
+    if pkt[9] != 6:
+        k[-1] = 0
+    return bytes(k).rstrip(b"\0")
+
+
+def _fold(x: I64) -> I64:
+    """Ones' complement sum of 16-bit words, folded to 16 bits (inputs below 2**48)."""
+    x = (x & 0xFFFF) + (x >> 16)
+    x = (x & 0xFFFF) + (x >> 16)
+    return (x & 0xFFFF) + (x >> 16)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One batch as `_walk` and `_commit` share it."""
+
+    pkts: list[bytes]
+    slots: list[int]  # each packet's slot (0 for non-candidates)
+    starts: list[int]  # each packet's place in `outbuf`
+    ends: list[int]
+    lens: I64
+    outbuf: bytes  # the candidates rewritten, the others as they came
+    tcp_pos: list[int]  # where the TCP candidates are
+    epoch: int  # VectorPath.epoch when the batch was classified
+
+
+class VectorPath:
+    """The fast path's UDP decisions, indexed by key bytes per (ifindex, mark), with their rewrites as arrays."""
+
+    def __init__(self, eng: Engine) -> None:
+        self.eng = eng
+        self.index: dict[tuple[int, int], dict[bytes, int]] = {}
+        self.entries: list[Entry | None] = []
+        self._free: list[int] = []
+        self._freed: list[int] = []  # forgotten during the current batch: reusable after it
+        self._in_batch = False
+        self._sigs: dict[tuple[int, ...], int] = {}
+        self._sig_counters: list[tuple[Counters, ...]] = []
+        self.dev: list[str] = []
+        self.nexthop: list[int] = []
+        self.udp: list[bool] = []
+        cap = _MIN_SLOTS
+        self.hdr = np.zeros((cap, 12), dtype=np.uint8)
+        self.ip_delta = np.zeros(cap, dtype=np.int64)
+        self.l4_delta = np.zeros(cap, dtype=np.int64)
+        self.mtu = np.zeros(cap, dtype=np.int64)
+        self.sig = np.zeros(cap, dtype=np.int64)
+        self.epoch = 0
+        self.batches = 0
+        self.vectored = 0  # packets that went as vectors
+
+    # -- the index, kept by FastPath --------------------------------------------------------------------
+    def clear(self) -> None:
+        self.epoch += 1  # a batch under way must not meet the slots' next owners
+        self.index.clear()
+        self.entries.clear()
+        self._free.clear()
+        self._freed.clear()
+        self._sigs.clear()
+        self._sig_counters.clear()
+        self.dev.clear()
+        self.nexthop.clear()
+        self.udp.clear()
+
+    def add(self, e: Entry, before: bytes, ifindex: int, mark: int) -> None:
+        """Index entry `e`, recorded from packet `before`, if its packets can go as vectors."""
+        ct = e.ct
+        status = ct.status
+        if before[0] != 0x45 or not e.rewrite.dec_ttl or status & (IPS_FIXED_TIMEOUT | IPS_NAT_CLASH | IPS_DYING):
+            return
+        if before[9] == 17:
+            if status & _UDP_REPLIED != _UDP_REPLIED:
+                return
+        elif (before[9] != 6 or status & _TCP_ASSURED != _TCP_ASSURED or e.tcp_state != TCP_CONNTRACK_ESTABLISHED
+              or before[33] & 0x17 != 0x10):  # an ACK without SYN, RST, FIN: what tcp_ack_fast() takes
+            return
+        rw = e.rewrite
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot = len(self.entries)
+            self.entries.append(None)
+            self.dev.append("")
+            self.nexthop.append(0)
+            self.udp.append(False)
+            if slot >= len(self.mtu):
+                self._grow()
+        self.entries[slot] = e
+        self.dev[slot] = e.dev
+        self.nexthop[slot] = e.nexthop
+        self.udp[slot] = before[9] == 17
+        self.hdr[slot] = np.frombuffer(
+            rw.saddr.to_bytes(4, "big") + rw.daddr.to_bytes(4, "big") + rw.sport.to_bytes(2, "big")
+            + rw.dport.to_bytes(2, "big"), dtype=np.uint8)
+        self.ip_delta[slot] = rw.ip_delta
+        self.l4_delta[slot] = rw.l4_delta
+        self.mtu[slot] = e.mtu
+        ids = tuple(map(id, e.counters))
+        g = self._sigs.get(ids)
+        if g is None:
+            g = self._sigs[ids] = len(self._sig_counters)
+            self._sig_counters.append(e.counters)
+        self.sig[slot] = g
+        key = vector_key(before)
+        index = self.index.setdefault((ifindex, mark), {})
+        old = index.get(key)
+        if old is not None:
+            prev = self.entries[old]
+            if prev is not None:
+                prev.vkey = None
+            self._forget_slot(old)
+        index[key] = slot
+        e.vslot = slot
+        e.vkey = (ifindex, mark, key)
+
+    def forget(self, e: Entry) -> None:
+        if e.vkey is None:
+            return
+        ifindex, mark, key = e.vkey
+        index = self.index.get((ifindex, mark))
+        if index is not None and index.get(key) == e.vslot:
+            del index[key]
+        if self.entries[e.vslot] is e:
+            self._forget_slot(e.vslot)
+        e.vkey = None
+
+    def _forget_slot(self, slot: int) -> None:
+        if self.entries[slot] is not None:
+            self.entries[slot] = None
+            (self._freed if self._in_batch else self._free).append(slot)
+
+    def _grow(self) -> None:
+        cap = 2 * len(self.mtu)
+        self.hdr = np.resize(self.hdr, (cap, 12))
+        self.ip_delta = np.resize(self.ip_delta, cap)
+        self.l4_delta = np.resize(self.l4_delta, cap)
+        self.mtu = np.resize(self.mtu, cap)
+        self.sig = np.resize(self.sig, cap)
+
+    # -- a batch ---------------------------------------------------------------------------------------
+    def run(self, d: Device, pkts: list[bytes], now: float, mark: int) -> list[Result]:
+        """Every packet of `pkts` (arrived on `d`) in order; the caller checked that the fast path is on."""
+        self._in_batch = True
+        try:
+            return self._run(d, pkts, now, mark)
+        finally:
+            self._in_batch = False
+            self._free += self._freed
+            self._freed.clear()
+
+    def _run(self, d: Device, pkts: list[bytes], now: float, mark: int) -> list[Result]:
+        self.batches += 1
+        eng = self.eng
+        out: list[Result] = []
+        index = self.index.get((d.ifindex, mark))
+        n = len(pkts)
+        if not index or n < 4:
+            for p in pkts:
+                out.extend(eng.receive(d.name, p, now, mark=mark))
+            return out
+        buf = b"".join(pkts) + _PAD
+        a = np.frombuffer(buf, dtype=np.uint8)
+        lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
+        offs = np.zeros(n, dtype=np.int64)
+        np.cumsum(lens[:-1], out=offs[1:])
+        h = a[offs[:, None] + _HDR40]  # every packet's first 40 bytes (short ones run into the next: refused)
+        keys = np.ascontiguousarray(h[:, _KEY_AT])
+        tcp = keys[:, 4] == 6
+        keys[:, -1] *= tcp
+        slots = np.fromiter(map(index.get, keys.view(_KEY_DTYPE).ravel().tolist(), repeat(-1)),
+                            dtype=np.int64, count=n)
+        cand = slots >= 0
+        if cand.any():
+            s = np.where(cand, slots, 0)
+            w = h.view(">u2").astype(np.int64)  # the 20 big-endian words of each header
+            tot = w[:, 1]
+            # ip_rcv_core(): the header's words sum to 0 mod 0xFFFF; no padding (receive() would trim it)
+            cand &= ((w[:, :10].sum(1) % 0xFFFF == 0) & (tot == lens) & (lens <= d.mtu) & (tot <= self.mtu[s])
+                     & (h[:, 8] > 1) & self._l4_ok(a, offs, lens, h, w, tcp))
+        if not cand.any():
+            for p in pkts:
+                out.extend(eng.receive(d.name, p, now, mark=mark))
+            return out
+        outbuf = self._rewrite(a, offs, s, cand, h, w, tcp)
+        self._walk(d, pkts, now, mark, cand, s, offs, lens, outbuf, tcp, out)
+        return out
+
+    def _l4_ok(self, a: U8, offs: I64, lens: I64, h: U8, w: I64, tcp: Bools) -> Bools:
+        """udp_error() and tcp_error(): the lengths (UDP's length field, TCP's data offset) within the packet,
+        and the checksum (pseudo-header included) when nf_conntrack_checksum is set (and, for UDP, when the
+        sender filled it in).  TCP's flags are part of the key: the entry's are valid."""
+        l4len = w[:, 1] - 20
+        ulen = w[:, 12]
+        doff4 = (h[:, 32] >> 4).astype(np.int64) << 2
+        ok: Bools = np.where(tcp, (l4len >= 20) & (doff4 >= 20) & (doff4 <= l4len),
+                             (l4len >= 8) & (ulen >= 8) & (ulen <= l4len))
+        if not self.eng.conntrack.sysctl.checksum:
+            return ok
+        end = offs + lens  # = offs + tot for the packets that matter; the others must stay in bounds
+        l4 = word_sums(a, np.minimum(offs + 20, end), end)
+        good = (l4 + w[:, 6:10].sum(1) + np.where(tcp, 6, 17) + l4len) % 0xFFFF == 0  # with the pseudo-header
+        ok &= good | (~tcp & (w[:, 13] == 0))
+        return ok
+
+    def _rewrite(self, a: U8, offs: I64, s: I64, cand: Bools, h: U8, w: I64, tcp: Bools) -> bytes:
+        """FlowRewrite.apply on every candidate: TTL, both checksums, addresses and ports, written in the
+        candidates' bytes 8..27 (and, for TCP, its checksum at 36..37)."""
+        ss = s[cand]
+        t = tcp[cand]
+        hc = h[cand]
+        wc = w[cand]
+        c = np.where(t, wc[:, 18], wc[:, 13])  # the L4 checksum
+        ck = _fold((np.stack((wc[:, 5], c)) ^ 0xFFFF) + np.stack((self.ip_delta[ss], self.l4_delta[ss]))) ^ 0xFFFF
+        y = np.where(t, ck[1], np.where(c == 0, 0, np.where(ck[1] == 0, CSUM_MANGLED_0, ck[1])))  # UDP 0: none
+        hc[:, 8] -= 1
+        hc[:, 10] = ck[0] >> 8
+        hc[:, 11] = ck[0] & 0xFF
+        hc[:, 12:24] = self.hdr[ss]
+        hc[:, 26] = np.where(t, hc[:, 26], y >> 8)
+        hc[:, 27] = np.where(t, hc[:, 27], y & 0xFF)
+        hc[:, 36] = np.where(t, y >> 8, hc[:, 36])
+        hc[:, 37] = np.where(t, y & 0xFF, hc[:, 37])
+        o = offs[cand]
+        b = a.copy()
+        b[o[:, None] + _REWRITTEN] = hc[:, 8:28]
+        ot = o[t]
+        b[ot[:, None] + _TCP_CSUM] = hc[t][:, 36:38]
+        return b.tobytes()
+
+    def _walk(self, d: Device, pkts: list[bytes], now: float, mark: int, cand: npt.NDArray[np.bool_], s: I64,
+              offs: I64, lens: I64, outbuf: bytes, tcp: npt.NDArray[np.bool_], out: list[Result]) -> None:
+        eng = self.eng
+        n = len(pkts)
+        b = _Batch(pkts, s.tolist(), offs.tolist(), (offs + lens).tolist(), lens, outbuf,
+                   np.flatnonzero(tcp & cand).tolist(), self.epoch)
+        breaks = np.flatnonzero(~cand).tolist() + [n]
+        i = 0
+        bi = 0
+        while i < n:
+            if not cand[i]:
+                out.extend(eng.receive(d.name, pkts[i], now, mark=mark))
+                i += 1
+                continue
+            while breaks[bi] < i:
+                bi += 1
+            j = self._commit(b, i, breaks[bi], now, out)
+            if j < breaks[bi]:
+                out.extend(eng.receive(d.name, pkts[j], now, mark=mark))  # its connection changed: scalar
+                j += 1
+            i = j
+
+    def _commit(self, b: _Batch, i: int, j: int, now: float, out: list[Result]) -> int:
+        """Commit packets i..j-1 (candidates), or the prefix before the first whose connection no longer
+        matches its entry or (TCP) whose segment is not a plain in-window ACK; returns where the committed
+        run ends."""
+        if b.epoch != self.epoch:
+            return i  # everything was forgotten meanwhile (the cache filled up): the rest goes one by one
+        slots = b.slots
+        run = slots[i:j]
+        entries = self.entries
+        table = self.eng.conntrack
+        sysctl = table.sysctl
+        # what FastPath.lookup checks, and that nf_conntrack_udp_packet() will not make the entry assured
+        # (TCP entries are all assured)
+        dead = [slot for slot in set(run) if (e := entries[slot]) is None or e.ct.status != e.status
+                or e.ct.mark != e.ctmark or e.ct.timeout <= now or (not e.status & IPS_ASSURED and now > e.ct.proto)]
+        if dead:
+            j = i + min(map(run.index, dead))
+        tcp_pos = b.tcp_pos
+        lo = bisect_left(tcp_pos, i)
+        for k in tcp_pos[lo:bisect_left(tcp_pos, j, lo)]:
+            e = entries[slots[k]]
+            assert e is not None
+            if not tcp_ack_fast(table, e.ct, b.pkts[k], 20, b.ends[k] - b.starts[k], e.ctinfo >= IP_CT_IS_REPLY,
+                                now):
+                j = k
+                break
+        if i == j:
+            return j
+        run = slots[i:j]
+        udp = self.udp
+        stream, unreplied = sysctl.udp_timeout_stream, sysctl.udp_timeout
+        for slot in set(run):
+            if udp[slot]:
+                ct = entries[slot].ct  # type: ignore[union-attr]
+                # nf_conntrack_udp_packet() when the status stays: the timeout, nothing else
+                ct.timeout = now + (stream if now > ct.proto else unreplied)
+        k = j - i
+        ln = b.lens[i:j]
+        sig = self.sig[np.array(run, dtype=np.int64)]
+        npk = np.bincount(sig)
+        nby = np.bincount(sig, weights=ln)
+        for g in np.flatnonzero(npk).tolist():
+            p, nb = int(npk[g]), int(nby[g])
+            for c in self._sig_counters[g]:
+                c.pkts += p
+                c.bytes += nb
+        if sysctl.acct:
+            self._acct(run, ln)
+        table.stats.found += k
+        self.eng.fastpath.hits += k
+        self.vectored += k
+        dev, nh, data, new = self.dev, self.nexthop, b.outbuf, tuple.__new__
+        out += [new(Tx, (dev[x], nh[x], data[p:q])) for x, p, q in zip(run, b.starts[i:j], b.ends[i:j], strict=True)]
+        return j
+
+    def _acct(self, run: list[int], ln: I64) -> None:
+        """__nf_ct_refresh_acct()'s counters, per connection and direction, of the UDP packets."""
+        entries = self.entries
+        udp = self.udp
+        for slot, length in zip(run, ln.tolist(), strict=True):
+            e = entries[slot]
+            assert e is not None
+            acct = e.ct.acct
+            if not udp[slot]:
+                continue  # tcp_ack_fast() counted it
+            if acct is not None:
+                i = 2 if e.ctinfo >= IP_CT_IS_REPLY else 0
+                acct[i] += 1
+                acct[i + 1] += length
+
