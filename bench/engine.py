@@ -179,7 +179,7 @@ def main() -> int:
     base = baseline(base_pkts, rounds)
     print(f"baseline bare parse-and-rewrite loop: {base:,.0f} pkt/s")
     for proto in ("udp", "tcp"):
-        for batch in (0, 64, 256):
+        for batch in (0, 64, 256, 1024):
             eng = Engine(load_script(CONF, "bench.conf"))
             r = established(eng, nflows, rounds, proto, batch)
             how = f"batches of {batch}" if batch else "one by one"

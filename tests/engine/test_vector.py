@@ -18,7 +18,7 @@ import random
 
 import pytest
 
-from ipgate.engine import fastpath
+from ipgate.engine import fastpath, vector
 from ipgate.engine.engine import Engine
 from ipgate.engine.result import Result
 from ipgate.inet import aton
@@ -42,6 +42,12 @@ iptables -A FORWARD -i eth0 -p udp --dport 53 -j ACCEPT
 iptables -A FORWARD -i eth0 -j ACCEPT
 """
 SERVER, PUBLIC = aton("198.51.100.7"), aton("203.0.113.1")
+
+
+@pytest.fixture(autouse=True)
+def _small_vectors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vectors from 2 packets on (not the 16 that pays off), so that short batches and runs are exercised."""
+    monkeypatch.setattr(vector, "VECTOR_MIN", 2)
 CLIENTS = [aton(f"192.168.1.{i}") for i in range(2, 12)]
 SPORTS = [4000 + i for i in range(6)]
 

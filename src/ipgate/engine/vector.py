@@ -76,6 +76,7 @@ _PAD = bytes(64)  # after the last packet, so short packets can be gathered (and
 _UDP_REPLIED = IPS_CONFIRMED | IPS_SEEN_REPLY
 _TCP_ASSURED = IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED
 _MIN_SLOTS = 1024
+VECTOR_MIN = 16  # packets: below this numpy's fixed costs outweigh what it saves (bench: break-even ~16)
 
 
 def vector_key(pkt: bytes) -> bytes:
@@ -101,6 +102,7 @@ class _Batch:
 
     pkts: list[bytes]
     slots: list[int]  # each packet's slot (0 for non-candidates)
+    slot_array: I64  # the same
     starts: list[int]  # each packet's place in `outbuf`
     ends: list[int]
     lens: I64
@@ -239,7 +241,7 @@ class VectorPath:
         out: list[Result] = []
         index = self.index.get((d.ifindex, mark))
         n = len(pkts)
-        if not index or n < 4:
+        if not index or n < VECTOR_MIN:
             for p in pkts:
                 out.extend(eng.receive(d.name, p, now, mark=mark))
             return out
@@ -316,7 +318,7 @@ class VectorPath:
               offs: I64, lens: I64, outbuf: bytes, tcp: npt.NDArray[np.bool_], out: list[Result]) -> None:
         eng = self.eng
         n = len(pkts)
-        b = _Batch(pkts, s.tolist(), offs.tolist(), (offs + lens).tolist(), lens, outbuf,
+        b = _Batch(pkts, s.tolist(), s, offs.tolist(), (offs + lens).tolist(), lens, outbuf,
                    np.flatnonzero(tcp & cand).tolist(), self.epoch)
         breaks = np.flatnonzero(~cand).tolist() + [n]
         i = 0
@@ -372,7 +374,7 @@ class VectorPath:
                 ct.timeout = now + (stream if now > ct.proto else unreplied)
         k = j - i
         ln = b.lens[i:j]
-        sig = self.sig[np.array(run, dtype=np.int64)]
+        sig = self.sig[b.slot_array[i:j]]
         npk = np.bincount(sig)
         nby = np.bincount(sig, weights=ln)
         for g in np.flatnonzero(npk).tolist():

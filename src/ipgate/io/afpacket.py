@@ -183,7 +183,7 @@ class PacketSocket:
     def write(self, frame: bytes) -> bool:
         try:
             if self.vnet:
-                self.sock.sendmsg((ZERO_HDR, frame))
+                self.sock.send(ZERO_HDR + frame)  # one copy is cheaper than sendmsg's iovec
             else:
                 self.sock.send(frame)
         except OSError as e:  # ENOBUFS, ENETDOWN, EMSGSIZE: dropped, as a full queue would

@@ -308,10 +308,8 @@ class Gateway:
         assert link is not None
         # plain IPv4 frames for us go to the engine together (Engine.receive_batch); any other frame (ARP...)
         # first lets the packets before it through, so the link layer sees everything in arrival order
-        ip_payload = link.ip_payload
         pending: list[bytes] = []
-        for data in items:
-            ip = ip_payload(name, data)
+        for data, ip in zip(items, link.ip_payloads(name, items), strict=True):
             if ip is None:
                 if pending:
                     self._receive(name, pending, now)

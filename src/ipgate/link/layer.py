@@ -172,20 +172,20 @@ class LinkLayer:
         return d
 
     # -- input --------------------------------------------------------------
-    def ip_payload(self, dev: str, frame: bytes) -> bytes | None:
-        """The common case of `frame_in` alone: the IPv4 packet of an untagged frame for our address or a
-        group address on an up Ethernet device; None for anything else (which `frame_in` then handles)."""
+    def ip_payloads(self, dev: str, frames: list[bytes]) -> list[bytes | None]:
+        """The common case of `frame_in`, for a batch: the IPv4 packet of each untagged frame for our address
+        or a group address on an up Ethernet device; None for anything else (which `frame_in` then handles)."""
         d = self.stack.devices.get(dev)
-        if d is not None and d.up and frame[12:14] == b"\x08\x00" and d.kind not in NO_LINK_LAYER_KINDS:
-            dst = frame[:6]
-            if dst == d.mac or dst[0] & 1:
-                return frame[ether.ETH_HLEN:]
-        return None
+        if d is None or not d.up or d.kind in NO_LINK_LAYER_KINDS:
+            return [None] * len(frames)
+        mac = d.mac
+        return [f[ether.ETH_HLEN:] if f[12:14] == b"\x08\x00" and (f[:6] == mac or f[0] & 1) else None
+                for f in frames]
 
     def frame_in(self, dev: str, frame: bytes, now: float) -> tuple[bytes | None, Frames]:
         """An Ethernet frame received on `dev`: (the IPv4 packet inside for the engine, or None;
         frames to send now, e.g. ARP replies).  Frames not for us (other unicast MACs) give (None, [])."""
-        ip = self.ip_payload(dev, frame)
+        [ip] = self.ip_payloads(dev, [frame])
         if ip is not None:
             return ip, []
         d = self._device(dev)
