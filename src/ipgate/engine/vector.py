@@ -11,24 +11,29 @@ numpy:
    protocol, addresses, ports, TCP flags) are looked up among the recorded
    decisions (`FastPath` entries this module was told about); the packet's
    own checks are vectors: the IP header checksum, TTL > 1, the length
-   against the two MTUs, and for UDP what udp_error() checks (length,
-   checksum when nf_conntrack_checksum asks);
+   against the two MTUs, what udp_error() and tcp_error() check (lengths,
+   the checksum when nf_conntrack_checksum asks);
 2. rewrite every candidate at once (the entry's new addresses and ports, TTL,
    both checksums by the entry's precomputed RFC 1624 deltas);
 3. walk the batch in order: a run of candidates is committed after checking
-   its connections (still alive, same status and connmark, not expired),
-   then the connections' timeouts are refreshed, which is all the work
-   nf_conntrack_udp_packet() does when the status stays as it is; the other
-   packets go through `Engine.receive` one by one, at their place, so state
-   changes they make are seen by the runs after them.
+   its connections (still alive, same status and connmark, not expired) and
+   tracking its TCP segments one by one with tcp_ack_fast() (window
+   tracking is sequential by nature); UDP connections get their timeouts
+   refreshed, all nf_conntrack_udp_packet() does when the status stays as it
+   is.  Counters are added per set of rules matched.  The other packets, and
+   a segment tcp_ack_fast() declines, go through `Engine.receive` one by
+   one at their place, so the state changes they make are seen by the runs
+   after them.
 
-Only UDP entries of confirmed connections that saw a reply, without a fixed
-timeout or a NAT clash, are vectorised, and only while a packet cannot change
-their status (an unassured one becomes assured once its stream timestamp has
-passed: that packet goes through `receive`); everything else takes the
-scalar path.
-Slots of forgotten entries are reused only between batches, so a packet
-classified at the start of a batch can never meet another flow's entry.
+Vectorised: UDP entries of confirmed connections that saw a reply, without
+a fixed timeout or a NAT clash, while a packet cannot change their status
+(an unassured one becomes assured once its stream timestamp has passed:
+that packet goes through `receive`); TCP entries of assured ESTABLISHED
+connections for plain ACK segments (no SYN, FIN or RST).  Below VECTOR_MIN
+packets a batch goes one by one.  Slots of entries forgotten during a batch
+are reused only after it, and a flush during a batch (the cache filled up)
+sends the rest one by one, so a packet classified at the start of a batch
+never meets another flow's entry.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from ipgate.conntrack.sysctl import TCP_CONNTRACK_ESTABLISHED
 from ipgate.conntrack.tcp import tcp_ack_fast
 from ipgate.engine.result import Result, Tx
 from ipgate.packet.checksum import CSUM_MANGLED_0
+from ipgate.packet.fastnew import new_tuple
 from ipgate.packet.vcsum import word_sums
 
 if TYPE_CHECKING:
@@ -112,7 +118,8 @@ class _Batch:
 
 
 class VectorPath:
-    """The fast path's UDP decisions, indexed by key bytes per (ifindex, mark), with their rewrites as arrays."""
+    """The fast path's vectorisable decisions, indexed by key bytes per (ifindex, mark), their rewrites as
+    arrays indexed by slot."""
 
     def __init__(self, eng: Engine) -> None:
         self.eng = eng
@@ -207,7 +214,7 @@ class VectorPath:
         index = self.index.get((ifindex, mark))
         if index is not None and index.get(key) == e.vslot:
             del index[key]
-        if self.entries[e.vslot] is e:
+        if e.vslot < len(self.entries) and self.entries[e.vslot] is e:
             self._forget_slot(e.vslot)
         e.vkey = None
 
@@ -237,16 +244,24 @@ class VectorPath:
 
     def _run(self, d: Device, pkts: list[bytes], now: float, mark: int) -> list[Result]:
         self.batches += 1
-        eng = self.eng
         out: list[Result] = []
         index = self.index.get((d.ifindex, mark))
-        n = len(pkts)
-        if not index or n < VECTOR_MIN:
+        c = self._classify(d, pkts, index) if index and len(pkts) >= VECTOR_MIN else None
+        if c is None:
             for p in pkts:
-                out.extend(eng.receive(d.name, p, now, mark=mark))
+                out.extend(self.eng.receive(d.name, p, now, mark=mark))
             return out
-        buf = b"".join(pkts) + _PAD
-        a = np.frombuffer(buf, dtype=np.uint8)
+        a, offs, lens, h, w, s, cand, tcp = c
+        outbuf = self._rewrite(a, offs, s, cand, h, w, tcp)
+        self._walk(d, pkts, now, mark, cand, s, offs, lens, outbuf, tcp, out)
+        return out
+
+    def _classify(self, d: Device, pkts: list[bytes], index: dict[bytes, int]
+                  ) -> tuple[U8, I64, I64, U8, I64, I64, Bools, Bools] | None:
+        """The batch as arrays: (buffer, offsets, lengths, first 40 bytes, their 20 words, slots, candidates,
+        TCP), or None when no packet can go as a vector."""
+        n = len(pkts)
+        a = np.frombuffer(b"".join(pkts) + _PAD, dtype=np.uint8)
         lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
         offs = np.zeros(n, dtype=np.int64)
         np.cumsum(lens[:-1], out=offs[1:])
@@ -257,20 +272,17 @@ class VectorPath:
         slots = np.fromiter(map(index.get, keys.view(_KEY_DTYPE).ravel().tolist(), repeat(-1)),
                             dtype=np.int64, count=n)
         cand = slots >= 0
-        if cand.any():
-            s = np.where(cand, slots, 0)
-            w = h.view(">u2").astype(np.int64)  # the 20 big-endian words of each header
-            tot = w[:, 1]
-            # ip_rcv_core(): the header's words sum to 0 mod 0xFFFF; no padding (receive() would trim it)
-            cand &= ((w[:, :10].sum(1) % 0xFFFF == 0) & (tot == lens) & (lens <= d.mtu) & (tot <= self.mtu[s])
-                     & (h[:, 8] > 1) & self._l4_ok(a, offs, lens, h, w, tcp))
         if not cand.any():
-            for p in pkts:
-                out.extend(eng.receive(d.name, p, now, mark=mark))
-            return out
-        outbuf = self._rewrite(a, offs, s, cand, h, w, tcp)
-        self._walk(d, pkts, now, mark, cand, s, offs, lens, outbuf, tcp, out)
-        return out
+            return None
+        s = np.where(cand, slots, 0)
+        w = h.view(">u2").astype(np.int64)  # the 20 big-endian words of each header
+        tot = w[:, 1]
+        # ip_rcv_core(): the header's words sum to 0 mod 0xFFFF; no padding (receive() would trim it)
+        cand &= ((w[:, :10].sum(1) % 0xFFFF == 0) & (tot == lens) & (lens <= d.mtu) & (tot <= self.mtu[s])
+                 & (h[:, 8] > 1) & self._l4_ok(a, offs, lens, h, w, tcp))
+        if not cand.any():
+            return None
+        return a, offs, lens, h, w, s, cand, tcp
 
     def _l4_ok(self, a: U8, offs: I64, lens: I64, h: U8, w: I64, tcp: Bools) -> Bools:
         """udp_error() and tcp_error(): the lengths (UDP's length field, TCP's data offset) within the packet,
@@ -314,8 +326,8 @@ class VectorPath:
         b[ot[:, None] + _TCP_CSUM] = hc[t][:, 36:38]
         return b.tobytes()
 
-    def _walk(self, d: Device, pkts: list[bytes], now: float, mark: int, cand: npt.NDArray[np.bool_], s: I64,
-              offs: I64, lens: I64, outbuf: bytes, tcp: npt.NDArray[np.bool_], out: list[Result]) -> None:
+    def _walk(self, d: Device, pkts: list[bytes], now: float, mark: int, cand: Bools, s: I64, offs: I64,
+              lens: I64, outbuf: bytes, tcp: Bools, out: list[Result]) -> None:
         eng = self.eng
         n = len(pkts)
         b = _Batch(pkts, s.tolist(), s, offs.tolist(), (offs + lens).tolist(), lens, outbuf,
@@ -387,8 +399,9 @@ class VectorPath:
         table.stats.found += k
         self.eng.fastpath.hits += k
         self.vectored += k
-        dev, nh, data, new = self.dev, self.nexthop, b.outbuf, tuple.__new__
-        out += [new(Tx, (dev[x], nh[x], data[p:q])) for x, p, q in zip(run, b.starts[i:j], b.ends[i:j], strict=True)]
+        dev, nh, data = self.dev, self.nexthop, b.outbuf
+        out += [new_tuple(Tx, (dev[x], nh[x], data[p:q]))
+                for x, p, q in zip(run, b.starts[i:j], b.ends[i:j], strict=True)]
         return j
 
     def _acct(self, run: list[int], ln: I64) -> None:

@@ -192,6 +192,22 @@ class PacketSocket:
             return False
         return True
 
+    def write_many(self, frames: list[bytes]) -> tuple[int, int]:
+        """`write` for each frame (one system call each: Python has no sendmmsg); (frames, bytes) that went."""
+        send = self.sock.send
+        prefix = ZERO_HDR if self.vnet else b""
+        sent = nbytes = 0
+        for frame in frames:
+            try:
+                send(prefix + frame)
+            except OSError as e:
+                self.tx_errors += 1
+                self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
+                continue
+            sent += 1
+            nbytes += len(frame)
+        return sent, nbytes
+
     def kernel_drops(self) -> int:
         """Frames the kernel dropped because this socket's queue or ring was full (PACKET_STATISTICS, which
         resets on reading: kept as a running total)."""

@@ -361,17 +361,20 @@ class Gateway:
     def _emit(self, results: list[Result], now: float) -> None:
         ports = self.ports
         link = self.link
-        # by next hop, for this batch: (port, its Ethernet header) once the neighbour is connected
+        # by next hop, for this batch: (port, its Ethernet header) once the neighbour is connected; frames
+        # for such hops wait in `ready` and go out together (in order: anything else flushes them first)
         heads: dict[tuple[str, int], tuple[Port, bytes] | None] = {}
+        ready: dict[Port, list[bytes]] = {}
         for r in results:
             if type(r) is Tx:
                 self.forwarded += 1
                 key = (r.dev, r.nexthop)
                 pair = heads.get(key)
-                if pair is not None:  # neigh_hh_output(): the common case, inline
+                if pair is not None:  # neigh_hh_output(): the common case
                     frame = pair[1] + r.data
-                    self._write(pair[0], frame if len(frame) >= ether.ETH_ZLEN else ether.pad(frame))
+                    ready.setdefault(pair[0], []).append(frame if len(frame) >= ether.ETH_ZLEN else ether.pad(frame))
                     continue
+                self._flush(ready)
                 out = ports.get(r.dev)
                 if out is None:
                     self._drop(f"no device attached for {r.dev}", r.data, now)
@@ -385,10 +388,18 @@ class Gateway:
                         self._write(out, ether.pad(head + r.data))
                 else:
                     self._write(out, r.data)
-            elif type(r) is Drop:
-                self._drop(r.reason, r.data, now)
             else:
-                self.local += 1
+                self._flush(ready)
+                if type(r) is Drop:
+                    self._drop(r.reason, r.data, now)
+                else:
+                    self.local += 1
+        self._flush(ready)
+
+    def _flush(self, ready: dict[Port, list[bytes]]) -> None:
+        for port, frames in ready.items():
+            self.tx_bytes[port.name] += port.write_many(frames)
+        ready.clear()
 
     def _send(self, frames: Frames) -> None:
         ports = self.ports

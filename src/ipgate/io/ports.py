@@ -76,6 +76,13 @@ class Port:
         else:
             self.tx_dropped += 1
 
+    def write_many(self, frames: list[bytes]) -> int:
+        """`write` for a batch of frames; how many bytes went (for the metrics)."""
+        sent, nbytes = self.io.write_many(frames)
+        self.tx += sent
+        self.tx_dropped += len(frames) - sent
+        return nbytes
+
     def close(self) -> None:
         self.io.close()
 

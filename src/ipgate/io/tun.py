@@ -70,6 +70,11 @@ class TunDevice:
             return False
         return True
 
+    def write_many(self, packets: list[bytes]) -> tuple[int, int]:
+        """`write` for each packet; (packets, bytes) that went."""
+        went = [p for p in packets if self.write(p)]
+        return len(went), sum(map(len, went))
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
