@@ -188,11 +188,15 @@ class ConntrackTable:
         return not (ignored is not None and ct.okey == ignored.okey)
 
     # -- the packet path -----------------------------------------------------
-    def nf_conntrack_in(self, pkt: Buf, now: float, hook: int = NF_INET_PRE_ROUTING) -> CtResult:
+    def nf_conntrack_in(self, pkt: Buf, now: float, hook: int = NF_INET_PRE_ROUTING, *,
+                        csum_valid: bool = False) -> CtResult:
         """nf_conntrack_in() for an IPv4 packet (`pkt` starts at the IP header).
 
         Fragments must have been reassembled before (the kernel's defrag
-        hook runs first); one that arrives here is INVALID.
+        hook runs first); one that arrives here is INVALID.  `csum_valid`:
+        the L4 checksum is known good (skb_csum_unnecessary(): the NIC checked
+        it, or a local sender's offload will fill it in), so nf_ip_checksum()
+        is skipped, as the kernel skips it.
         """
         try:
             vihl, _tos, tot_len, _id, frag, _ttl, proto, _ck, sd = _IPH.unpack_from(pkt)
@@ -206,14 +210,16 @@ class ConntrackTable:
             return self._invalid("fragment (defragment before conntrack)")
         l4len = skblen - ihl
         try:
-            return self._in(pkt, now, hook, proto, ihl, l4len, skblen, sd)
+            return self._in(pkt, now, hook, proto, ihl, l4len, skblen, sd,
+                            bool(self.sysctl.checksum) and not csum_valid)
         except (struct.error, IndexError):
             return self._invalid("truncated header")
 
     def _in(self, pkt: Buf, now: float, hook: int, proto: int, dataoff: int, l4len: int, skblen: int,
-            sd: int) -> CtResult:
+            sd: int, csum: bool) -> CtResult:
+        """`csum`: verify L4 checksums (nf_conntrack_checksum, and not known good already)."""
         if proto == IPPROTO_ICMP:
-            verdict, rct, rinfo, reason = icmp_error(self, pkt, dataoff, l4len, hook, now, sd & 0xFFFFFFFF)
+            verdict, rct, rinfo, reason = icmp_error(self, pkt, dataoff, l4len, hook, now, sd & 0xFFFFFFFF, csum)
             if verdict <= 0:
                 self.stats.error += 1
                 return self._invalid(reason)
@@ -244,7 +250,7 @@ class ConntrackTable:
                 self.stats.found += 1
                 ctinfo = IP_CT_ESTABLISHED_REPLY
 
-            verdict, reason = self._handle_packet(ct, pkt, dataoff, l4len, skblen, ctinfo, proto, now, hook)
+            verdict, reason = self._handle_packet(ct, pkt, dataoff, l4len, skblen, ctinfo, proto, now, hook, csum)
             if verdict <= 0:
                 if verdict == -NF_REPEAT:
                     continue
@@ -263,14 +269,14 @@ class ConntrackTable:
         return CtResult(NF_ACCEPT, None, CT_INVALID, reason)
 
     def _handle_packet(self, ct: Conn, pkt: Buf, dataoff: int, l4len: int, skblen: int, ctinfo: int,
-                       proto: int, now: float, hook: int) -> tuple[int, str]:
+                       proto: int, now: float, hook: int, csum: bool) -> tuple[int, str]:
         """nf_conntrack_handle_packet(): the protocol tracker."""
         if proto == IPPROTO_TCP:
             if l4len < 20:
                 return -NF_ACCEPT, "short tcp header"
-            return tcp_packet(self, ct, TcpSeg(pkt, dataoff, l4len, skblen), ctinfo, now, hook)
+            return tcp_packet(self, ct, TcpSeg(pkt, dataoff, l4len, skblen), ctinfo, now, hook, csum)
         if proto == IPPROTO_UDP:
-            err = udp_error(pkt, dataoff, l4len, hook, bool(self.sysctl.checksum))
+            err = udp_error(pkt, dataoff, l4len, hook, csum)
             if err:
                 return -NF_ACCEPT, err
             udp_packet(self, ct, ctinfo, skblen, now)

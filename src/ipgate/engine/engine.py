@@ -181,8 +181,11 @@ class Engine:
     def clock(self) -> float:
         return self.now
 
-    def receive(self, dev: str, data: bytes | bytearray, now: float, *, mark: int = 0) -> list[Result]:
-        """An IPv4 packet arriving on `dev` (no link-layer header)."""
+    def receive(self, dev: str, data: bytes | bytearray, now: float, *, mark: int = 0,
+                csum_valid: bool = False) -> list[Result]:
+        """An IPv4 packet arriving on `dev` (no link-layer header).  `csum_valid`: its TCP/UDP/ICMP checksum
+        is known good (the kernel's CHECKSUM_UNNECESSARY, or CHECKSUM_PARTIAL completed by the driver), so
+        conntrack and the other checks do not sum it again, as Linux does not."""
         self.now = now
         out: list[Result] = []
         self._out = out
@@ -224,12 +227,12 @@ class Engine:
         ctres: CtResult | None = None
         key = None
         if fp.usable and ipf is None and self.trace is None and self._ct_active():
-            hit, key = fp.lookup(d, buf, ip, mark, now)
+            hit, key = fp.lookup(d, buf, ip, mark, now, csum_valid)
             if type(hit) is Tx:
                 out.append(hit)
                 return out
             ctres = hit  # type: ignore[assignment]
-        skb = Skb(buf, d, mark=mark)
+        skb = Skb(buf, d, mark=mark, csum_valid=csum_valid)
         if self.trace is not None:
             self._note("receive", f"IN={dev} {self._pkt_text(skb)}")
         if key is None:
@@ -246,9 +249,11 @@ class Engine:
             fp.record(skb, key, before, steps, out[0])
         return out
 
-    def receive_batch(self, dev: str, packets: list[bytes], now: float, *, mark: int = 0) -> list[Result]:
-        """`receive` for each of `packets` in turn (all arrived on `dev` at `now`), results in order;
-        established flows go as vectors (vector.py)."""
+    def receive_batch(self, dev: str, packets: list[bytes], now: float, *, mark: int = 0,
+                      csum_valid: list[bool] | None = None) -> list[Result]:
+        """`receive` for each of `packets` in turn (all arrived on `dev` at `now`; `csum_valid` per packet),
+        results in order; established flows go as vectors (vector.py)."""
+        valid = csum_valid if csum_valid is not None else [False] * len(packets)
         d = self.stack.devices.get(dev)
         self._sync_tables()
         self._sync_stack()
@@ -256,12 +261,12 @@ class Engine:
         if (d is None or not d.up or not fp.usable or self._ipnat() is not None or self.trace is not None
                 or not self._ct_active()):
             out: list[Result] = []
-            for p in packets:
-                out.extend(self.receive(dev, p, now, mark=mark))
+            for p, v in zip(packets, valid, strict=True):
+                out.extend(self.receive(dev, p, now, mark=mark, csum_valid=v))
             return out
         self.now = now
         fp.check_gens()
-        return fp.vector.run(d, packets, now, mark)
+        return fp.vector.run(d, packets, now, mark, valid)
 
     def output(self, data: bytes | bytearray, now: float, *, mark: int = 0, oif: str = "") -> list[Result]:
         """An IPv4 packet the gateway itself sends (a local process or the gateway's own stack)."""
@@ -545,8 +550,7 @@ class Engine:
         brd = rt is not None and rt.type == RTN_BROADCAST
         proto = skb.proto
         if proto == IPPROTO_ICMP:
-            if skb.sport == ICMP_ECHO and skb.l4len >= 8 and not brd and l4_checksum_ok(skb.buf, skb.ihl, skb.l4len, 1,
-                                                                                       False):
+            if skb.sport == ICMP_ECHO and skb.l4len >= 8 and not brd and self._csum_ok(skb, IPPROTO_ICMP):
                 msg = bytearray(skb.buf[skb.ihl:skb.tot_len])
                 msg[0] = 0
                 _U16.pack_into(msg, 2, 0)
@@ -558,7 +562,7 @@ class Engine:
         if brd:
             return
         if proto == IPPROTO_UDP:
-            if skb.l4len >= 8 and l4_checksum_ok(skb.buf, skb.ihl, skb.l4len, IPPROTO_UDP):
+            if skb.l4len >= 8 and self._csum_ok(skb, IPPROTO_UDP):
                 self.icmp_send(skb, ICMP_DEST_UNREACH, 3, 0)
         elif proto == IPPROTO_TCP:
             self.send_reset(skb, local=True)
@@ -705,7 +709,8 @@ class Engine:
         if skb.ctinfo == IP_CT_UNTRACKED:
             self._note("conntrack", "UNTRACKED")
             return True
-        return self._conntrack_result(skb, self.conntrack.nf_conntrack_in(skb.buf, self.now, hook))
+        return self._conntrack_result(skb, self.conntrack.nf_conntrack_in(skb.buf, self.now, hook,
+                                                                          csum_valid=skb.csum_valid))
 
     def _conntrack_result(self, skb: Skb, res: CtResult) -> bool:
         if res.verdict != NF_ACCEPT:
@@ -811,7 +816,7 @@ class Engine:
         """nf_nat_icmp_reply_translation(): the quoted packet and the outer header of an ICMP error."""
         hdr = skb.ihl
         buf = skb.buf
-        if skb.l4len < 8 + 20 or not l4_checksum_ok(buf, hdr, skb.l4len, IPPROTO_ICMP, False):
+        if skb.l4len < 8 + 20 or not self._csum_ok(skb, IPPROTO_ICMP):
             return False
         mtype = hook2manip(hook)
         direction = 1 if ctinfo >= IP_CT_IS_REPLY else 0
@@ -897,7 +902,13 @@ class Engine:
     def _l4_ok(self, skb: Skb) -> bool:
         if skb.proto == IPPROTO_UDP and skb.l4len >= 8 and _U16.unpack_from(skb.buf, skb.ihl + 6)[0] == 0:
             return True
-        return l4_checksum_ok(skb.buf, skb.ihl, skb.l4len, skb.proto)
+        return self._csum_ok(skb, skb.proto)
+
+    @staticmethod
+    def _csum_ok(skb: Skb, proto: int) -> bool:
+        """nf_ip_checksum() and icmp_rcv()'s check: a packet whose checksum is known good
+        (skb_csum_unnecessary()) is not summed again."""
+        return skb.csum_valid or l4_checksum_ok(skb.buf, skb.ihl, skb.l4len, proto, proto != IPPROTO_ICMP)
 
     def send_reset(self, skb: Skb, local: bool = False) -> None:
         """nf_send_reset() (REJECT --reject-with tcp-reset) / tcp_v4_send_reset() for closed ports."""

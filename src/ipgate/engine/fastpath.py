@@ -166,7 +166,7 @@ class FastPath:
             return dev.ifindex, ip.saddr, ip.daddr, 1, (buf[20], buf[21]), bytes(buf[24:26]), ip.tos, mark
         return None
 
-    def lookup(self, dev: Device, buf: bytearray, ip: IPv4, mark: int, now: float
+    def lookup(self, dev: Device, buf: bytearray, ip: IPv4, mark: int, now: float, csum_valid: bool = False
                ) -> tuple[Tx | CtResult | None, tuple[object, ...] | None]:
         """(the recorded decision as a Tx, or the conntrack result already computed for the slow path,
         or None; the packet's key, for recording what the slow path decides)."""
@@ -178,7 +178,7 @@ class FastPath:
         e = self.entries.get(k)
         if e is None:
             return None, k
-        res = eng.conntrack.nf_conntrack_in(buf, now, NF_INET_PRE_ROUTING)
+        res = eng.conntrack.nf_conntrack_in(buf, now, NF_INET_PRE_ROUTING, csum_valid=csum_valid)
         ct = res.ct
         if (res.verdict != NF_ACCEPT or ct is not e.ct or res.ctinfo != e.ctinfo or ct.status != e.status
                 or ct.mark != e.ctmark or ct.tcp_state != e.tcp_state or ip.tot_len > e.mtu or ip.ttl <= 1):

@@ -30,7 +30,7 @@ class Skb:
 
     __slots__ = ("buf", "indev", "outdev", "mark", "ct", "ctinfo", "ct_reason", "route", "nexthop",
                  "saddr", "daddr", "proto", "tos", "ttl", "ihl", "frag_off", "tot_len", "fragoff",
-                 "sport", "dport", "l4len", "hotdrop", "mac", "frag_max_size", "hook", "ct_helper")
+                 "sport", "dport", "l4len", "hotdrop", "mac", "frag_max_size", "hook", "ct_helper", "csum_valid")
 
     saddr: int
     daddr: int
@@ -45,8 +45,9 @@ class Skb:
     dport: int
     l4len: int
 
-    def __init__(self, buf: bytearray, indev: Device | None, *, mark: int = 0) -> None:
+    def __init__(self, buf: bytearray, indev: Device | None, *, mark: int = 0, csum_valid: bool = False) -> None:
         self.buf = buf
+        self.csum_valid = csum_valid  # CHECKSUM_UNNECESSARY: the L4 checksum is known good, not summed again
         self.indev = indev
         self.outdev: Device | None = None
         self.mark = mark

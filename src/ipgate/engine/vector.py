@@ -232,31 +232,32 @@ class VectorPath:
         self.sig = np.resize(self.sig, cap)
 
     # -- a batch ---------------------------------------------------------------------------------------
-    def run(self, d: Device, pkts: list[bytes], now: float, mark: int) -> list[Result]:
-        """Every packet of `pkts` (arrived on `d`) in order; the caller checked that the fast path is on."""
+    def run(self, d: Device, pkts: list[bytes], now: float, mark: int, valid: list[bool]) -> list[Result]:
+        """Every packet of `pkts` (arrived on `d`; `valid`: checksum known good) in order; the caller checked
+        that the fast path is on."""
         self._in_batch = True
         try:
-            return self._run(d, pkts, now, mark)
+            return self._run(d, pkts, now, mark, valid)
         finally:
             self._in_batch = False
             self._free += self._freed
             self._freed.clear()
 
-    def _run(self, d: Device, pkts: list[bytes], now: float, mark: int) -> list[Result]:
+    def _run(self, d: Device, pkts: list[bytes], now: float, mark: int, valid: list[bool]) -> list[Result]:
         self.batches += 1
         out: list[Result] = []
         index = self.index.get((d.ifindex, mark))
-        c = self._classify(d, pkts, index) if index and len(pkts) >= VECTOR_MIN else None
+        c = self._classify(d, pkts, valid, index) if index and len(pkts) >= VECTOR_MIN else None
         if c is None:
-            for p in pkts:
-                out.extend(self.eng.receive(d.name, p, now, mark=mark))
+            for p, v in zip(pkts, valid, strict=True):
+                out.extend(self.eng.receive(d.name, p, now, mark=mark, csum_valid=v))
             return out
         a, offs, lens, h, w, s, cand, tcp = c
         outbuf = self._rewrite(a, offs, s, cand, h, w, tcp)
-        self._walk(d, pkts, now, mark, cand, s, offs, lens, outbuf, tcp, out)
+        self._walk(d, pkts, valid, now, mark, cand, s, offs, lens, outbuf, tcp, out)
         return out
 
-    def _classify(self, d: Device, pkts: list[bytes], index: dict[bytes, int]
+    def _classify(self, d: Device, pkts: list[bytes], valid: list[bool], index: dict[bytes, int]
                   ) -> tuple[U8, I64, I64, U8, I64, I64, Bools, Bools] | None:
         """The batch as arrays: (buffer, offsets, lengths, first 40 bytes, their 20 words, slots, candidates,
         TCP), or None when no packet can go as a vector."""
@@ -279,26 +280,26 @@ class VectorPath:
         tot = w[:, 1]
         # ip_rcv_core(): the header's words sum to 0 mod 0xFFFF; no padding (receive() would trim it)
         cand &= ((w[:, :10].sum(1) % 0xFFFF == 0) & (tot == lens) & (lens <= d.mtu) & (tot <= self.mtu[s])
-                 & (h[:, 8] > 1) & self._l4_ok(a, offs, lens, h, w, tcp))
+                 & (h[:, 8] > 1) & self._l4_ok(a, offs, lens, h, w, tcp, valid))
         if not cand.any():
             return None
         return a, offs, lens, h, w, s, cand, tcp
 
-    def _l4_ok(self, a: U8, offs: I64, lens: I64, h: U8, w: I64, tcp: Bools) -> Bools:
+    def _l4_ok(self, a: U8, offs: I64, lens: I64, h: U8, w: I64, tcp: Bools, valid: list[bool]) -> Bools:
         """udp_error() and tcp_error(): the lengths (UDP's length field, TCP's data offset) within the packet,
-        and the checksum (pseudo-header included) when nf_conntrack_checksum is set (and, for UDP, when the
-        sender filled it in).  TCP's flags are part of the key: the entry's are valid."""
+        and the checksum (pseudo-header included) when nf_conntrack_checksum is set, unless it is known good
+        (and, for UDP, when the sender filled it in).  TCP's flags are part of the key: the entry's are valid."""
         l4len = w[:, 1] - 20
         ulen = w[:, 12]
         doff4 = (h[:, 32] >> 4).astype(np.int64) << 2
         ok: Bools = np.where(tcp, (l4len >= 20) & (doff4 >= 20) & (doff4 <= l4len),
                              (l4len >= 8) & (ulen >= 8) & (ulen <= l4len))
-        if not self.eng.conntrack.sysctl.checksum:
+        if not self.eng.conntrack.sysctl.checksum or all(valid):
             return ok
         end = offs + lens  # = offs + tot for the packets that matter; the others must stay in bounds
         l4 = word_sums(a, np.minimum(offs + 20, end), end)
         good = (l4 + w[:, 6:10].sum(1) + np.where(tcp, 6, 17) + l4len) % 0xFFFF == 0  # with the pseudo-header
-        ok &= good | (~tcp & (w[:, 13] == 0))
+        ok &= good | (~tcp & (w[:, 13] == 0)) | np.array(valid, dtype=bool)
         return ok
 
     def _rewrite(self, a: U8, offs: I64, s: I64, cand: Bools, h: U8, w: I64, tcp: Bools) -> bytes:
@@ -326,8 +327,8 @@ class VectorPath:
         b[ot[:, None] + _TCP_CSUM] = hc[t][:, 36:38]
         return b.tobytes()
 
-    def _walk(self, d: Device, pkts: list[bytes], now: float, mark: int, cand: Bools, s: I64, offs: I64,
-              lens: I64, outbuf: bytes, tcp: Bools, out: list[Result]) -> None:
+    def _walk(self, d: Device, pkts: list[bytes], valid: list[bool], now: float, mark: int, cand: Bools, s: I64,
+              offs: I64, lens: I64, outbuf: bytes, tcp: Bools, out: list[Result]) -> None:
         eng = self.eng
         n = len(pkts)
         b = _Batch(pkts, s.tolist(), s, offs.tolist(), (offs + lens).tolist(), lens, outbuf,
@@ -337,14 +338,15 @@ class VectorPath:
         bi = 0
         while i < n:
             if not cand[i]:
-                out.extend(eng.receive(d.name, pkts[i], now, mark=mark))
+                out.extend(eng.receive(d.name, pkts[i], now, mark=mark, csum_valid=valid[i]))
                 i += 1
                 continue
             while breaks[bi] < i:
                 bi += 1
             j = self._commit(b, i, breaks[bi], now, out)
             if j < breaks[bi]:
-                out.extend(eng.receive(d.name, pkts[j], now, mark=mark))  # its connection changed: scalar
+                # its connection changed, or tcp_ack_fast() declined the segment: one by one
+                out.extend(eng.receive(d.name, pkts[j], now, mark=mark, csum_valid=valid[j]))
                 j += 1
             i = j
 

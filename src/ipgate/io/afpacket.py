@@ -136,19 +136,21 @@ class PacketSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read_batch(self, limit: int) -> list[bytes]:
+    def read_batch(self, limit: int) -> tuple[list[bytes], list[bool] | None]:
+        """Up to `limit` frames that are waiting, and for each whether its checksum is known good (from the
+        virtio_net_hdr; None without one)."""
         if self.ring is not None:
             raw = self.ring.read_blocks(limit)
         else:
             raw = self._recv_batch(limit)
         if not self.vnet or not raw:
-            return raw
-        frames, bad, fixed = finish_batch(raw)
-        if bad:
-            self.rx_errors += bad
-            self.errnos["bad virtio_net_hdr"] += bad
-        self.offloads += fixed
-        return frames
+            return raw, None
+        got = finish_batch(raw)
+        if got.bad:
+            self.rx_errors += got.bad
+            self.errnos["bad virtio_net_hdr"] += got.bad
+        self.offloads += got.fixed
+        return got.frames, got.csum_valid
 
     def _recv_batch(self, limit: int) -> list[bytes]:
         out: list[bytes] = []

@@ -290,7 +290,7 @@ class Gateway:
 
     def _on_port(self, port: Port) -> None:
         errors = port.io.rx_errors
-        items = port.io.read_batch(self.batch)
+        items, known = port.io.read_batch(self.batch)
         if not items:
             if port.io.rx_errors > errors:
                 self._read_failed(port)
@@ -302,18 +302,20 @@ class Gateway:
         now = time.monotonic()
         name = port.name
         link = self.link
+        valid = known if known is not None else [False] * len(items)
         if not port.l2:
-            self._receive(name, items, now)
+            self._receive(name, items, valid, now)
             return
         assert link is not None
         # plain IPv4 frames for us go to the engine together (Engine.receive_batch); any other frame (ARP...)
         # first lets the packets before it through, so the link layer sees everything in arrival order
         pending: list[bytes] = []
-        for data, ip in zip(items, link.ip_payloads(name, items), strict=True):
+        pending_valid: list[bool] = []
+        for data, ip, v in zip(items, link.ip_payloads(name, items), valid, strict=True):
             if ip is None:
                 if pending:
-                    self._receive(name, pending, now)
-                    pending = []
+                    self._receive(name, pending, pending_valid, now)
+                    pending, pending_valid = [], []
                 try:
                     ip, frames = link.frame_in(name, data, now)
                     if frames:
@@ -325,13 +327,14 @@ class Gateway:
                 if ip is None:
                     continue
             pending.append(ip)
+            pending_valid.append(v)
         if pending:
-            self._receive(name, pending, now)
+            self._receive(name, pending, pending_valid, now)
 
-    def _receive(self, name: str, packets: list[bytes], now: float) -> None:
-        """Packets in from `name`, their results out."""
+    def _receive(self, name: str, packets: list[bytes], valid: list[bool], now: float) -> None:
+        """Packets in from `name` (`valid`: their checksums known good), their results out."""
         try:
-            results = self.engine.receive_batch(name, packets, now)
+            results = self.engine.receive_batch(name, packets, now, csum_valid=valid)
         except Exception as e:  # noqa: BLE001 - a bug must not stop the gateway: the batch is lost, and counted
             self.errors += 1
             self.drops["internal error"] += len(packets)

@@ -14,6 +14,7 @@ The header is in the host's byte order (virtio_legacy_is_little_endian()).
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,6 +26,7 @@ VNET_HDR_LEN = VNET_HDR.size
 ZERO_HDR = bytes(VNET_HDR_LEN)
 
 VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+VIRTIO_NET_HDR_F_DATA_VALID = 2
 VIRTIO_NET_HDR_GSO_NONE = 0
 VIRTIO_NET_HDR_GSO_TCPV4 = 1
 VIRTIO_NET_HDR_GSO_UDP_L4 = 5
@@ -60,11 +62,25 @@ def _complete_csum(data: bytes, start: int, offset: int) -> bytes:
     return data[VNET_HDR_LEN:pos] + check.to_bytes(2, "big") + data[pos + 2:]
 
 
-def finish_batch(frames: list[bytes]) -> tuple[list[bytes], int, int]:
-    """`finish` for frames read with their header, in order: (the frames, how many were malformed and
-    dropped, how many had an offload finished).  The common cases, no offload pending or a checksum to
-    compute (what a veth hands up from a local sender), are done for the whole batch at once
-    (packet/vcsum.py); GSO frames go through `finish` one by one."""
+class Finished(NamedTuple):
+    """What `finish_batch` makes of a batch of frames read with their header."""
+
+    frames: list[bytes]
+    csum_valid: list[bool]  # per frame: its L4 checksum is known good (we completed it, or the NIC checked it)
+    bad: int  # frames dropped as malformed
+    fixed: int  # frames whose offload was finished here
+
+
+def _vouched(flags: int) -> bool:
+    """A checksum left to us (completed in `finish`) or checked by the NIC (VIRTIO_NET_HDR_F_DATA_VALID:
+    CHECKSUM_UNNECESSARY): either way the stack need not sum it again."""
+    return bool(flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
+
+
+def finish_batch(frames: list[bytes]) -> Finished:
+    """`finish` for frames read with their header, in order.  The common cases, no offload pending or a
+    checksum to compute (what a veth hands up from a local sender), are done for the whole batch at once
+    (packet/vcsum.py); GSO frames go through `finish` one by one, and so does a batch of few frames."""
     n = len(frames)
     if n < VECTOR_MIN:
         return _finish_each(frames)
@@ -100,34 +116,42 @@ def finish_batch(frames: list[bytes]) -> tuple[list[bytes], int, int]:
     starts = (offs + VNET_HDR_LEN).tolist()
     ends = end.tolist()
     if simple.all():
-        return [data[p:q] for p, q in zip(starts, ends, strict=True)], bad, fixed
+        return Finished([data[p:q] for p, q in zip(starts, ends, strict=True)], good.tolist(), bad, fixed)
     out: list[bytes] = []
-    for i, (ok, failed) in enumerate(zip(simple.tolist(), (csum & ~good).tolist(), strict=True)):
+    valid: list[bool] = []
+    for i, (ok, failed, vouched) in enumerate(zip(simple.tolist(), (csum & ~good).tolist(), good.tolist(),
+                                                  strict=True)):
         if ok:
             out.append(data[starts[i]:ends[i]])
+            valid.append(vouched)
         elif not failed:
-            try:
-                out += finish(frames[i])
-                fixed += 1
-            except VnetError:
-                bad += 1
-    return out, bad, fixed
+            fixed, bad = _finish_one(frames[i], out, valid, fixed, bad)
+    return Finished(out, valid, bad, fixed)
 
 
-def _finish_each(frames: list[bytes]) -> tuple[list[bytes], int, int]:
+def _finish_one(data: bytes, out: list[bytes], valid: list[bool], fixed: int, bad: int) -> tuple[int, int]:
+    """`finish` on one frame, its frames and flags added to `out` and `valid`; the counts updated."""
+    try:
+        frames = finish(data)
+    except VnetError:
+        return fixed, bad + 1
+    out += frames
+    valid += [_vouched(data[0])] * len(frames)
+    return fixed + 1, bad
+
+
+def _finish_each(frames: list[bytes]) -> Finished:
     """finish_batch() one frame at a time: cheaper for a few frames than numpy's fixed costs."""
     out: list[bytes] = []
+    valid: list[bool] = []
     bad = fixed = 0
     for data in frames:
         if data.startswith(ZERO_HDR):
             out.append(data[VNET_HDR_LEN:])
-            continue
-        try:
-            out += finish(data)
-            fixed += 1
-        except VnetError:
-            bad += 1
-    return out, bad, fixed
+            valid.append(False)
+        else:
+            fixed, bad = _finish_one(data, out, valid, fixed, bad)
+    return Finished(out, valid, bad, fixed)
 
 
 def _l3_offset(frame: bytearray) -> int:
