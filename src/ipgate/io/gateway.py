@@ -513,7 +513,8 @@ class Gateway:
         lines += notes
         lines.append(f"delivered locally: {self.local}")
         lines.append(f"connections: {len(self.stack.conntrack)}")
-        lines.append(f"fast path hits: {self.engine.fastpath.hits}")
+        fp = self.engine.fastpath
+        lines.append(f"fast path hits: {fp.hits} ({fp.vector.vectored} in batches as vectors)")
         lines.append(f"internal errors: {self.errors}")
         for reason, n in self.drops.most_common():
             lines.append(f"drop {n:>10} {reason}")
