@@ -8,8 +8,9 @@ copies: PACKET_IGNORE_OUTGOING (Linux 4.20) stops them in the kernel.
 
 PACKET_VNET_HDR is on: every frame read starts with a virtio_net_hdr saying
 which checksum or segmentation offload is still pending (veth peers and GRO
-hand such packets up); vnet.finish() completes them.  Frames written carry
-an all-zero header (nothing to offload).
+hand such packets up); vnet.finish_batch() completes them and says which
+checksums are known good.  Frames written carry an all-zero header (nothing
+to offload).
 
 Two receive paths: plain recv() (one system call per frame, the default),
 and an optional TPACKET_V3 mmap RX ring (PACKET_RX_RING,
@@ -183,26 +184,18 @@ class PacketSocket:
         self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
 
     def write(self, frame: bytes) -> bool:
-        try:
-            if self.vnet:
-                self.sock.send(ZERO_HDR + frame)  # one copy is cheaper than sendmsg's iovec
-            else:
-                self.sock.send(frame)
-        except OSError as e:  # ENOBUFS, ENETDOWN, EMSGSIZE: dropped, as a full queue would
-            self.tx_errors += 1
-            self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
-            return False
-        return True
+        return self.write_many([frame])[0] == 1
 
     def write_many(self, frames: list[bytes]) -> tuple[int, int]:
-        """`write` for each frame (one system call each: Python has no sendmmsg); (frames, bytes) that went."""
+        """Each frame, with an all-zero virtio_net_hdr if the socket has them (one copy is cheaper than
+        sendmsg's iovec; one system call a frame: Python has no sendmmsg); (frames, bytes) that went."""
         send = self.sock.send
         prefix = ZERO_HDR if self.vnet else b""
         sent = nbytes = 0
         for frame in frames:
             try:
                 send(prefix + frame)
-            except OSError as e:
+            except OSError as e:  # ENOBUFS, ENETDOWN, EMSGSIZE: dropped, as a full queue would
                 self.tx_errors += 1
                 self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
                 continue
