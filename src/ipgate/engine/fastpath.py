@@ -17,6 +17,10 @@ nothing per packet but count, jump, accept or set a mark (no LOG, TOS,
 TCPMSS, CONNMARK --set/--save...); the recorded output must be exactly the
 rewrite of the input; the raw PREROUTING chain must be empty.  Any change
 of tables, routes, addresses or devices empties the cache.
+
+Entries whose packets can go as numpy vectors (established UDP, plain TCP
+ACKs) are also indexed by `VectorPath` (vector.py), which
+`Engine.receive_batch` uses; forgetting an entry here forgets it there.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ipgate.conntrack.conn import (
 )
 from ipgate.conntrack.table import CtResult
 from ipgate.engine.result import Tx
+from ipgate.engine.vector import VectorPath
 from ipgate.engine.xtables import CTable, TraceStep
 from ipgate.netfilter import matches as M
 from ipgate.netfilter import targets as T
@@ -99,8 +104,6 @@ class FastPath:
     """Recorded decisions by flow key; valid for one generation of tables and routes."""
 
     def __init__(self, eng: Engine) -> None:
-        from ipgate.engine.vector import VectorPath
-
         self.eng = eng
         self.vector = VectorPath(eng)
         self.entries: dict[tuple[object, ...], Entry] = {}
