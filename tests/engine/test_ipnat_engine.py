@@ -81,3 +81,15 @@ def test_netfilter_sees_inside_addresses_around_ipnat(tmp_path: Path) -> None:
     res = eng.receive("eth1", build_tcp(REMOTE, aton("192.0.2.1"), 40001, 8080, flags=0x02), 1.0)
     assert not [r for r in res if isinstance(r, Tx)] and isinstance(res[-1], Drop)
     assert Shell(st).run_line("iptables -L FORWARD -v -n -x").out.splitlines()[2].split()[0] == "1"
+
+
+def test_batches_with_ipnat_go_one_by_one(tmp_path: Path) -> None:
+    """IP Filter NAT runs around netfilter per packet, so with ipnat rules `receive_batch` takes every packet
+    through `receive`: the same results as one by one, none as vectors."""
+    e1, _ = setup(tmp_path)
+    e2, _ = setup(tmp_path)
+    pkts = [bytes(build_udp(aton(f"10.0.0.{2 + i % 5}"), REMOTE, 5000 + i, 53, b"x" * i)) for i in range(40)]
+    for now in (1.0, 2.0):
+        want = [r for p in pkts for r in e1.receive("eth0", p, now)]
+        assert e2.receive_batch("eth0", pkts, now) == want
+    assert e2.fastpath.vector.vectored == 0
