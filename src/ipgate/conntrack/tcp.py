@@ -715,24 +715,28 @@ def tcp_ack_fast(table: ConntrackTable, ct: Conn, pkt: Buf, dataoff: int, skblen
 
     The caller has run tcp_error()'s checks (length, checksum, flags).  Returns False and changes nothing
     for any other segment, or one that fails a window bound: tcp_packet() then decides.  Same arithmetic as
-    tcp_in_window() and the end of tcp_packet(), on the tuple `_PACK` unpacks to: [0] state, [1:7] and
-    [7:13] seen[0] and seen[1] (td_end, td_maxend, td_maxwin, td_maxack, td_scale, flags), [13:22] last_dir,
-    last_index, last_seq, last_ack, last_end, last_win, last_wscale, last_flags, retrans.
+    tcp_in_window() and the end of tcp_packet(), on the fields `_PACK` unpacks to: state, seen[0] and
+    seen[1] (td_end, td_maxend, td_maxwin, td_maxack, td_scale, flags), last_dir, last_index, last_seq,
+    last_ack, last_end, last_win, last_wscale, last_flags, retrans.
     """
     _sp, _dp, seq, ack, off_flags, win_raw, _ck, _urg = _TCPH.unpack_from(pkt, dataoff)
     doff = off_flags >> 12
     if (off_flags & (TH_SYN | TH_RST | TH_FIN | TH_ACK) != TH_ACK or doff < 5 or skblen - dataoff < doff * 4
             or (ct.ext is not None and ct.ext.seqadj is not None) or not isinstance(ct.proto, bytes)):
         return False
-    v = list(_PACK.unpack(ct.proto))
-    so, ro = (1, 7) if direction == 0 else (7, 1)
-    if v[0] != TCP_CONNTRACK_ESTABLISHED or not v[so + 2]:  # sender.td_maxwin == 0: picked up, see tcp_in_window
+    (state, e0, me0, mw0, ma0, sc0, f0, e1, me1, mw1, ma1, sc1, f1,
+     ldir, _lidx, lseq, lack, lend, lwin, lws, lflags, retrans) = _PACK.unpack(ct.proto)
+    if direction == 0:
+        s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags = e0, me0, mw0, ma0, sc0, f0
+        r_end, r_maxend, r_maxwin, r_flags = e1, me1, mw1, f1
+    else:
+        s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags = e1, me1, mw1, ma1, sc1, f1
+        r_end, r_maxend, r_maxwin, r_flags = e0, me0, mw0, f0
+    if state != TCP_CONNTRACK_ESTABLISHED or not s_maxwin:  # sender.td_maxwin == 0: picked up, see tcp_in_window
         return False
     M = _M32
     H = 0x80000000
     end = (seq + skblen - dataoff - doff * 4) & M
-    s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags = v[so:so + 6]
-    r_end, r_maxend, r_maxwin, _r_maxack, _r_scale, r_flags = v[ro:ro + 6]
     sack = ack
     if r_flags & IP_CT_TCP_FLAG_SACK_PERM and doff > 5 and not (
             doff == 8 and pkt[dataoff + 20:dataoff + 24] == b"\x01\x01\x08\x0a"):  # timestamps alone: no SACK
@@ -760,24 +764,24 @@ def tcp_ack_fast(table: ConntrackTable, ct: Conn, pkt: Buf, dataoff: int, skblen
         r_maxend = (sack + win + (win == 0)) & M
     if ack == r_end:
         r_flags &= ~IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
-    v[so:so + 6] = s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags
-    v[ro] = r_end
-    v[ro + 1] = r_maxend
-    v[ro + 2] = r_maxwin
-    v[ro + 5] = r_flags
-    if v[13] == direction and v[15] == seq and v[16] == ack and v[17] == end and v[18] == win_raw:
-        retrans = v[21] = min(v[21] + 1, 255)
+    if ldir == direction and lseq == seq and lack == ack and lend == end and lwin == win_raw:
+        retrans = min(retrans + 1, 255)
     else:
-        v[13], v[15], v[16], v[17], v[18] = direction, seq, ack, end, win_raw
-        retrans = v[21] = 0
-    v[14] = TCP_ACK_SET
-    ct.proto = _PACK.pack(*v)
+        ldir, lseq, lack, lend, lwin, retrans = direction, seq, ack, end, win_raw, 0
+    if direction == 0:
+        ct.proto = _PACK.pack(state, s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags,
+                              r_end, r_maxend, r_maxwin, ma1, sc1, r_flags,
+                              ldir, TCP_ACK_SET, lseq, lack, lend, lwin, lws, lflags, retrans)
+    else:
+        ct.proto = _PACK.pack(state, r_end, r_maxend, r_maxwin, ma0, sc0, r_flags,
+                              s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags,
+                              ldir, TCP_ACK_SET, lseq, lack, lend, lwin, lws, lflags, retrans)
     sysctl = table.sysctl
     timeouts = sysctl.tcp_timeouts
     est = timeouts[TCP_CONNTRACK_ESTABLISHED]
     if retrans >= sysctl.tcp_max_retrans and est > timeouts[TCP_CONNTRACK_RETRANS]:
         timeout = timeouts[TCP_CONNTRACK_RETRANS]
-    elif (v[6] | v[12]) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED and est > timeouts[TCP_CONNTRACK_UNACK]:
+    elif (s_flags | r_flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED and est > timeouts[TCP_CONNTRACK_UNACK]:
         timeout = timeouts[TCP_CONNTRACK_UNACK]
     elif win_raw == 0 and est > timeouts[TCP_CONNTRACK_RETRANS]:
         timeout = timeouts[TCP_CONNTRACK_RETRANS]
