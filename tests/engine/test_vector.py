@@ -20,9 +20,11 @@ import pytest
 
 from ipgate.engine import fastpath, vector
 from ipgate.engine.engine import Engine
-from ipgate.engine.result import Result
+from ipgate.engine.result import Result, Tx
 from ipgate.inet import aton
 from ipgate.packet.build import build_icmp, build_tcp, build_udp
+from ipgate.packet.checksum import csum_fold, csum_tcpudp_nofold
+from ipgate.packet.gso import segment
 from ipgate.shell import Shell, load_script
 
 CONF = """
@@ -299,3 +301,62 @@ def test_known_good_checksums_are_not_summed_again() -> None:
     pkts = [bytes(p)] * 20
     assert [type(r).__name__ for r in e.receive_batch("eth0", pkts, 2.0, csum_valid=[True] * 20)] == ["Tx"] * 20
     assert [type(r).__name__ for r in e.receive_batch("eth0", pkts, 2.0)] == ["Drop"] * 20
+
+
+def _super(c: int, sp: int, seq: int, n: int, mss: int) -> bytes:
+    """A GRO super-packet of `n` full segments from client `c`: its TCP checksum field holds the
+    pseudo-header sum only (CHECKSUM_PARTIAL), as GRO leaves it."""
+    p = build_tcp(c, SERVER, sp, 80, bytes(range(256)) * (n * mss // 256) + bytes(n * mss % 256), seq=seq,
+                  ack_seq=9001, flags=0x10, id=77)
+    p[36:38] = csum_fold(csum_tcpudp_nofold(c, SERVER, len(p) - 20, 6)).to_bytes(2, "big")
+    return bytes(p)
+
+
+def test_gro_super_packets_leave_whole() -> None:
+    """A TCP super-packet of an established flow goes as a vector and leaves whole (`Tx.gso`), its partial
+    checksum moved to the new addresses; cut into segments it gives the very packets that its segments give
+    through `receive` one by one.  One that cannot go as a vector is cut first."""
+    mss = 900  # 940-byte segments: they fit eth1's MTU of 1000
+    conf = CONF.replace("-o eth1 -j MASQUERADE", "-o eth1 -p tcp -j MASQUERADE --to-ports 30000-30100")  # ports too
+    whole, cut = (Engine(load_script(conf, "v.conf")) for _ in range(2))
+    ws_sack = b"\x01\x03\x03\x07\x04\x02\x01\x01"
+    for e in (whole, cut):
+        for c, sp in TCP_CLIENTS[:2]:  # the handshake, the server answering the port the client was given
+            [syn] = e.receive("eth0", build_tcp(c, SERVER, sp, 80, seq=1000, flags=0x02, options=ws_sack), 1.0)
+            port = int.from_bytes(syn.data[20:22], "big")
+            e.receive("eth1", build_tcp(SERVER, PUBLIC, 80, port, seq=9000, ack_seq=1001, flags=0x12,
+                                        options=ws_sack), 1.0)
+            e.receive("eth0", build_tcp(c, SERVER, sp, 80, seq=1001, ack_seq=9001, flags=0x10), 1.0)
+    (c, sp), (c2, sp2) = TCP_CLIENTS[0], TCP_CLIENTS[1]
+    supers = [_super(c, sp, 1001 + i * 2 * mss, 2, mss) for i in range(20)]
+    supers[5] = _super(c2, sp2, 1001, 2, mss)  # its key is not recorded yet: cut and received one by one
+    want: list[Result] = []
+    for p in supers:
+        want += [r for s in segment(p, mss, tcp=True) for r in cut.receive("eth0", s, 2.0, csum_valid=True)]
+    got = whole.receive_batch("eth0", supers, 2.0, csum_valid=[True] * 20, gso=[mss] * 20)
+    assert whole.fastpath.vector.vectored >= 18
+    sent: list[Result] = []
+    for r in got:
+        assert isinstance(r, Tx)
+        if r.gso:
+            assert r.gso == mss and len(r.data) == 20 + 20 + 2 * mss
+            check = int.from_bytes(r.data[36:38], "big")
+            pseudo = csum_fold(csum_tcpudp_nofold(int.from_bytes(r.data[12:16], "big"),
+                                                  int.from_bytes(r.data[16:20], "big"), len(r.data) - 20, 6))
+            assert check == pseudo or {check, pseudo} == {0, 0xFFFF}  # the partial sum of the new addresses
+            assert int.from_bytes(r.data[20:22], "big") >= 30000
+            sent += [Tx(r.dev, r.nexthop, s) for s in segment(r.data, r.gso, tcp=True)]
+        else:
+            sent.append(r)
+    assert sent == want
+
+
+def test_super_packets_over_the_mtu_are_cut() -> None:
+    """Segments that would not fit the way out (skb_gso_validate_network_len()): not as a vector; cut
+    first, and then each segment meets the MTU as any packet does."""
+    e = Engine(load_script(CONF, "v.conf"))
+    _tcp_setup(e, 1.0)
+    c, sp = TCP_CLIENTS[0]
+    supers = [_super(c, sp, 1001 + i * 2 * 1200, 2, 1200) for i in range(20)]  # 1240-byte segments, MTU 1000
+    got = e.receive_batch("eth0", supers, 2.0, csum_valid=[True] * 20, gso=[1200] * 20)
+    assert not any(isinstance(r, Tx) and r.gso for r in got)

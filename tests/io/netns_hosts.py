@@ -13,6 +13,8 @@ Everything is bounded by timeouts: a test never waits on a host forever.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import random
 import socket
@@ -104,6 +106,26 @@ def client(addr: str, port: int, ready: str, go: str) -> int:
     _echo(c, 65536)
     c.close()
     print("ok", flush=True)
+    return 0
+
+
+def bulk(addr: str, port: int, mbytes: int) -> int:
+    """`mbytes` MiB echoed back through the gateway, 1 MiB at a time, every byte compared."""
+    c = socket.create_connection((addr, port), timeout=5)
+    c.settimeout(TIMEOUT)
+    for _ in range(mbytes):
+        _echo(c, 1 << 20)
+    c.close()
+    print("ok", flush=True)
+    return 0
+
+
+def offloads(iface: str, tso: int, gro: int) -> int:
+    """TSO and GSO (ETHTOOL_STSO, ETHTOOL_SGSO) and GRO (ETHTOOL_SGRO) of `iface` on or off."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for cmd, value in ((0x1F, tso), (0x24, tso), (0x2C, gro)):
+        val = ctypes.create_string_buffer(struct.pack("II", cmd, value))
+        fcntl.ioctl(s.fileno(), 0x8946, struct.pack("16sP", iface.encode(), ctypes.addressof(val)))  # SIOCETHTOOL
     return 0
 
 
@@ -201,6 +223,10 @@ def main(argv: list[str]) -> int:
         return client(args[0], int(args[1]), args[2], args[3])
     if cmd == "connect":
         return connect(args[0], int(args[1]))
+    if cmd == "bulk":
+        return bulk(args[0], int(args[1]), int(args[2]))
+    if cmd == "offloads":
+        return offloads(args[0], int(args[1]), int(args[2]))
     if cmd == "garbage":
         return garbage(args[0], int(args[1]), int(args[2]))
     if cmd == "flood":

@@ -87,6 +87,7 @@ from ipgate.packet.frag import (
     Reassembled,
     ip_fragment,
 )
+from ipgate.packet.gso import GsoError, segment
 from ipgate.packet.ipv4 import IP_DF, IP_OFFSET, parse_ipv4
 from ipgate.packet.rewrite import nf_nat_ipv4_manip_pkt
 from ipgate.route.lookup import Route, route_input, route_output
@@ -250,10 +251,15 @@ class Engine:
         return out
 
     def receive_batch(self, dev: str, packets: list[bytes], now: float, *, mark: int = 0,
-                      csum_valid: list[bool] | None = None) -> list[Result]:
-        """`receive` for each of `packets` in turn (all arrived on `dev` at `now`; `csum_valid` per packet),
-        results in order; established flows go as vectors (vector.py)."""
-        valid = csum_valid if csum_valid is not None else [False] * len(packets)
+                      csum_valid: list[bool] | None = None, gso: list[int] | None = None) -> list[Result]:
+        """`receive` for each of `packets` in turn (all arrived on `dev` at `now`), results in order;
+        established flows go as vectors (vector.py).  Per packet, `csum_valid` as for `receive`, and `gso`:
+        a TCP super-packet (GRO) to be cut into segments of that size, its checksum left partial.  One that
+        goes as a vector leaves whole (`Tx.gso`), as Linux forwards a GRO packet; any other is segmented
+        first (packet/gso.py) and its segments received one by one."""
+        n = len(packets)
+        valid = csum_valid if csum_valid is not None else [False] * n
+        sizes = gso if gso is not None else [0] * n
         d = self.stack.devices.get(dev)
         self._sync_tables()
         self._sync_stack()
@@ -261,12 +267,27 @@ class Engine:
         if (d is None or not d.up or not fp.usable or self._ipnat() is not None or self.trace is not None
                 or not self._ct_active()):
             out: list[Result] = []
-            for p, v in zip(packets, valid, strict=True):
-                out.extend(self.receive(dev, p, now, mark=mark, csum_valid=v))
+            for p, v, g in zip(packets, valid, sizes, strict=True):
+                out.extend(self.receive_one(dev, p, now, mark, v, g))
             return out
         self.now = now
         fp.check_gens()
-        return fp.vector.run(d, packets, now, mark, valid)
+        return fp.vector.run(d, packets, now, mark, valid, sizes)
+
+    def receive_one(self, dev: str, data: bytes, now: float, mark: int, csum_valid: bool, gso: int
+                    ) -> list[Result]:
+        """One packet of a batch through `receive`; a super-packet cut into its segments first."""
+        if not gso:
+            return self.receive(dev, data, now, mark=mark, csum_valid=csum_valid)
+        try:
+            segments = segment(data, gso, tcp=True)
+        except GsoError as e:
+            self.counters.inc("GSO_ERRORS")
+            return [Drop(str(e), bytes(data))]
+        out: list[Result] = []
+        for p in segments:  # their checksums computed from scratch
+            out.extend(self.receive(dev, p, now, mark=mark, csum_valid=True))
+        return out
 
     def output(self, data: bytes | bytearray, now: float, *, mark: int = 0, oif: str = "") -> list[Result]:
         """An IPv4 packet the gateway itself sends (a local process or the gateway's own stack)."""
@@ -642,7 +663,7 @@ class Engine:
         if self.trace is not None:
             self._note("verdict", f"out {out.name} via {ntoa(skb.nexthop)} {self._pkt_text(skb)}")
         for f in frags:
-            self._out.append(new_tuple(Tx, (out.name, skb.nexthop, bytes(f))))
+            self._out.append(new_tuple(Tx, (out.name, skb.nexthop, bytes(f), 0)))
 
     # -- local output -------------------------------------------------------------------
     def _local_out(self, skb: Skb, oif: int = 0, anysrc: bool = False) -> None:

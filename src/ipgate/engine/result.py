@@ -11,11 +11,16 @@ from typing import NamedTuple
 
 
 class Tx(NamedTuple):
-    """An IPv4 packet leaving by `dev` towards `nexthop` (the gateway, or the destination when on-link)."""
+    """An IPv4 packet leaving by `dev` towards `nexthop` (the gateway, or the destination when on-link).
+
+    `gso`: a TCP super-packet (GRO) forwarded whole, to be cut into segments of that many payload bytes on
+    the way out (its TCP checksum field holds the pseudo-header sum only, as CHECKSUM_PARTIAL); 0 for an
+    ordinary packet."""
 
     dev: str
     nexthop: int
     data: bytes
+    gso: int = 0
 
 
 class Local(NamedTuple):

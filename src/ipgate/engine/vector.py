@@ -58,7 +58,7 @@ from ipgate.conntrack.conn import (
 from ipgate.conntrack.sysctl import TCP_CONNTRACK_ESTABLISHED
 from ipgate.conntrack.tcp import tcp_ack_fast
 from ipgate.engine.result import Result, Tx
-from ipgate.packet.checksum import CSUM_MANGLED_0
+from ipgate.packet.checksum import CSUM_MANGLED_0, csum_delta4, csum_fold
 from ipgate.packet.fastnew import new_tuple
 from ipgate.packet.vcsum import word_sums
 
@@ -114,6 +114,7 @@ class _Batch:
     lens: I64
     outbuf: bytes  # the candidates rewritten, the others as they came
     tcp_pos: list[int]  # where the TCP candidates are
+    gso: list[int]  # each packet's GSO segment size, 0 but for super-packets
     epoch: int  # VectorPath.epoch when the batch was classified
 
 
@@ -137,11 +138,13 @@ class VectorPath:
         self.hdr = np.zeros((cap, 12), dtype=np.uint8)
         self.ip_delta = np.zeros(cap, dtype=np.int64)
         self.l4_delta = np.zeros(cap, dtype=np.int64)
+        self.addr_delta = np.zeros(cap, dtype=np.int64)  # the addresses' part of l4_delta (pseudo-header)
         self.mtu = np.zeros(cap, dtype=np.int64)
         self.sig = np.zeros(cap, dtype=np.int64)
         self.epoch = 0
         self.batches = 0
         self.vectored = 0  # packets that went as vectors
+        self.supers = 0  # of which TCP super-packets (GRO) forwarded whole
 
     # -- the index, kept by FastPath --------------------------------------------------------------------
     def clear(self) -> None:
@@ -188,6 +191,8 @@ class VectorPath:
             + rw.dport.to_bytes(2, "big"), dtype=np.uint8)
         self.ip_delta[slot] = rw.ip_delta
         self.l4_delta[slot] = rw.l4_delta
+        osa, oda = int.from_bytes(before[12:16], "big"), int.from_bytes(before[16:20], "big")
+        self.addr_delta[slot] = csum_fold(csum_delta4(osa, rw.saddr) + csum_delta4(oda, rw.daddr))
         self.mtu[slot] = e.mtu
         ids = tuple(map(id, e.counters))
         g = self._sigs.get(ids)
@@ -228,39 +233,44 @@ class VectorPath:
         self.hdr = np.resize(self.hdr, (cap, 12))
         self.ip_delta = np.resize(self.ip_delta, cap)
         self.l4_delta = np.resize(self.l4_delta, cap)
+        self.addr_delta = np.resize(self.addr_delta, cap)
         self.mtu = np.resize(self.mtu, cap)
         self.sig = np.resize(self.sig, cap)
 
     # -- a batch ---------------------------------------------------------------------------------------
-    def run(self, d: Device, pkts: list[bytes], now: float, mark: int, valid: list[bool]) -> list[Result]:
-        """Every packet of `pkts` (arrived on `d`; `valid`: checksum known good) in order; the caller checked
-        that the fast path is on."""
+    def run(self, d: Device, pkts: list[bytes], now: float, mark: int, valid: list[bool], gso: list[int]
+            ) -> list[Result]:
+        """Every packet of `pkts` (arrived on `d`; `valid`: checksum known good; `gso`: super-packets' segment
+        sizes) in order; the caller checked that the fast path is on."""
         self._in_batch = True
         try:
-            return self._run(d, pkts, now, mark, valid)
+            return self._run(d, pkts, now, mark, valid, gso)
         finally:
             self._in_batch = False
             self._free += self._freed
             self._freed.clear()
 
-    def _run(self, d: Device, pkts: list[bytes], now: float, mark: int, valid: list[bool]) -> list[Result]:
+    def _run(self, d: Device, pkts: list[bytes], now: float, mark: int, valid: list[bool], gso: list[int]
+             ) -> list[Result]:
         self.batches += 1
         out: list[Result] = []
         index = self.index.get((d.ifindex, mark))
-        c = self._classify(d, pkts, valid, index) if index and len(pkts) >= VECTOR_MIN else None
+        # a super-packet is worth a vector on its own: cut, it would be dozens of packets one by one
+        c = (self._classify(d, pkts, valid, gso, index)
+             if index and (len(pkts) >= VECTOR_MIN or any(gso)) else None)
         if c is None:
-            for p, v in zip(pkts, valid, strict=True):
-                out.extend(self.eng.receive(d.name, p, now, mark=mark, csum_valid=v))
+            for p, v, g in zip(pkts, valid, gso, strict=True):
+                out.extend(self.eng.receive_one(d.name, p, now, mark, v, g))
             return out
-        a, offs, lens, h, w, s, cand, tcp = c
-        outbuf = self._rewrite(a, offs, s, cand, h, w, tcp)
-        self._walk(d, pkts, valid, now, mark, cand, s, offs, lens, outbuf, tcp, out)
+        a, offs, lens, h, w, s, cand, tcp, sup = c
+        outbuf = self._rewrite(a, offs, s, cand, h, w, tcp, sup)
+        self._walk(d, pkts, valid, gso, now, mark, cand, s, offs, lens, outbuf, tcp, out)
         return out
 
-    def _classify(self, d: Device, pkts: list[bytes], valid: list[bool], index: dict[bytes, int]
-                  ) -> tuple[U8, I64, I64, U8, I64, I64, Bools, Bools] | None:
+    def _classify(self, d: Device, pkts: list[bytes], valid: list[bool], gso: list[int], index: dict[bytes, int]
+                  ) -> tuple[U8, I64, I64, U8, I64, I64, Bools, Bools, Bools] | None:
         """The batch as arrays: (buffer, offsets, lengths, first 40 bytes, their 20 words, slots, candidates,
-        TCP), or None when no packet can go as a vector."""
+        TCP, super-packets), or None when no packet can go as a vector."""
         n = len(pkts)
         a = np.frombuffer(b"".join(pkts) + _PAD, dtype=np.uint8)
         lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
@@ -279,11 +289,17 @@ class VectorPath:
         w = h.view(">u2").astype(np.int64)  # the 20 big-endian words of each header
         tot = w[:, 1]
         # ip_rcv_core(): the header's words sum to 0 mod 0xFFFF; no padding (receive() would trim it)
-        cand &= ((w[:, :10].sum(1) % 0xFFFF == 0) & (tot == lens) & (lens <= d.mtu) & (tot <= self.mtu[s])
-                 & (h[:, 8] > 1) & self._l4_ok(a, offs, lens, h, w, tcp, valid))
+        g = np.array(gso, dtype=np.int64)
+        sup = g > 0
+        # the MTUs: a super-packet's segments must fit the way out (skb_gso_validate_network_len()); the
+        # device it came in on took it whole (GRO builds it above the MTU)
+        seg = 20 + ((h[:, 32] >> 4).astype(np.int64) << 2) + g
+        fits = np.where(sup, tcp & (seg <= self.mtu[s]), (lens <= d.mtu) & (tot <= self.mtu[s]))
+        cand &= ((w[:, :10].sum(1) % 0xFFFF == 0) & (tot == lens) & fits & (h[:, 8] > 1)
+                 & self._l4_ok(a, offs, lens, h, w, tcp, valid))
         if not cand.any():
             return None
-        return a, offs, lens, h, w, s, cand, tcp
+        return a, offs, lens, h, w, s, cand, tcp, sup
 
     def _l4_ok(self, a: U8, offs: I64, lens: I64, h: U8, w: I64, tcp: Bools, valid: list[bool]) -> Bools:
         """udp_error() and tcp_error(): the lengths (UDP's length field, TCP's data offset) within the packet,
@@ -302,9 +318,11 @@ class VectorPath:
         ok &= good | (~tcp & (w[:, 13] == 0)) | np.array(valid, dtype=bool)
         return ok
 
-    def _rewrite(self, a: U8, offs: I64, s: I64, cand: Bools, h: U8, w: I64, tcp: Bools) -> bytes:
+    def _rewrite(self, a: U8, offs: I64, s: I64, cand: Bools, h: U8, w: I64, tcp: Bools, sup: Bools) -> bytes:
         """FlowRewrite.apply on every candidate: TTL, both checksums, addresses and ports, written in the
-        candidates' bytes 8..27 (and, for TCP, its checksum at 36..37)."""
+        candidates' bytes 8..27 (and, for TCP, its checksum at 36..37).  A super-packet's TCP field holds the
+        pseudo-header sum, not inverted (CHECKSUM_PARTIAL): only the addresses change it, the other way
+        round (inet_proto_csum_replace4() with pseudohdr on a partial checksum)."""
         ss = s[cand]
         t = tcp[cand]
         hc = h[cand]
@@ -312,6 +330,7 @@ class VectorPath:
         c = np.where(t, wc[:, 18], wc[:, 13])  # the L4 checksum
         ck = _fold((np.stack((wc[:, 5], c)) ^ 0xFFFF) + np.stack((self.ip_delta[ss], self.l4_delta[ss]))) ^ 0xFFFF
         y = np.where(t, ck[1], np.where(c == 0, 0, np.where(ck[1] == 0, CSUM_MANGLED_0, ck[1])))  # UDP 0: none
+        y = np.where(sup[cand], _fold(c + self.addr_delta[ss]), y)
         hc[:, 8] -= 1
         hc[:, 10] = ck[0] >> 8
         hc[:, 11] = ck[0] & 0xFF
@@ -327,18 +346,18 @@ class VectorPath:
         b[ot[:, None] + _TCP_CSUM] = hc[t][:, 36:38]
         return b.tobytes()
 
-    def _walk(self, d: Device, pkts: list[bytes], valid: list[bool], now: float, mark: int, cand: Bools, s: I64,
-              offs: I64, lens: I64, outbuf: bytes, tcp: Bools, out: list[Result]) -> None:
+    def _walk(self, d: Device, pkts: list[bytes], valid: list[bool], gso: list[int], now: float, mark: int,
+              cand: Bools, s: I64, offs: I64, lens: I64, outbuf: bytes, tcp: Bools, out: list[Result]) -> None:
         eng = self.eng
         n = len(pkts)
         b = _Batch(pkts, s.tolist(), s, offs.tolist(), (offs + lens).tolist(), lens, outbuf,
-                   np.flatnonzero(tcp & cand).tolist(), self.epoch)
+                   np.flatnonzero(tcp & cand).tolist(), gso, self.epoch)
         breaks = np.flatnonzero(~cand).tolist() + [n]
         i = 0
         bi = 0
         while i < n:
             if not cand[i]:
-                out.extend(eng.receive(d.name, pkts[i], now, mark=mark, csum_valid=valid[i]))
+                out.extend(eng.receive_one(d.name, pkts[i], now, mark, valid[i], gso[i]))
                 i += 1
                 continue
             while breaks[bi] < i:
@@ -346,7 +365,7 @@ class VectorPath:
             j = self._commit(b, i, breaks[bi], now, out)
             if j < breaks[bi]:
                 # its connection changed, or tcp_ack_fast() declined the segment: one by one
-                out.extend(eng.receive(d.name, pkts[j], now, mark=mark, csum_valid=valid[j]))
+                out.extend(eng.receive_one(d.name, pkts[j], now, mark, valid[j], gso[j]))
                 j += 1
             i = j
 
@@ -401,9 +420,12 @@ class VectorPath:
         table.stats.found += k
         self.eng.fastpath.hits += k
         self.vectored += k
+        gso = b.gso[i:j]
+        if any(gso):
+            self.supers += k - gso.count(0)
         dev, nh, data = self.dev, self.nexthop, b.outbuf
-        out += [new_tuple(Tx, (dev[x], nh[x], data[p:q]))
-                for x, p, q in zip(run, b.starts[i:j], b.ends[i:j], strict=True)]
+        out += [new_tuple(Tx, (dev[x], nh[x], data[p:q], g))
+                for x, p, q, g in zip(run, b.starts[i:j], b.ends[i:j], gso, strict=True)]
         return j
 
     def _acct(self, run: list[int], ln: I64) -> None:

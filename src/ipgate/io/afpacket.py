@@ -29,7 +29,7 @@ import struct
 from collections import Counter
 
 from ipgate.io import netdev
-from ipgate.io.vnet import VNET_HDR_LEN, ZERO_HDR, finish_batch
+from ipgate.io.vnet import VNET_HDR_LEN, ZERO_HDR, finish_batch, gso_header
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -137,21 +137,21 @@ class PacketSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read_batch(self, limit: int) -> tuple[list[bytes], list[bool] | None]:
-        """Up to `limit` frames that are waiting, and for each whether its checksum is known good (from the
-        virtio_net_hdr; None without one)."""
+    def read_batch(self, limit: int) -> tuple[list[bytes], list[bool] | None, list[int] | None]:
+        """Up to `limit` frames that are waiting, and for each whether its checksum is known good and its
+        GSO segment size when it is a TCP super-packet left whole (from the virtio_net_hdr; None without)."""
         if self.ring is not None:
             raw = self.ring.read_blocks(limit)
         else:
             raw = self._recv_batch(limit)
         if not self.vnet or not raw:
-            return raw, None
-        got = finish_batch(raw)
+            return raw, None, None
+        got = finish_batch(raw, keep_gso=True)
         if got.bad:
             self.rx_errors += got.bad
             self.errnos["bad virtio_net_hdr"] += got.bad
         self.offloads += got.fixed
-        return got.frames, got.csum_valid
+        return got.frames, got.csum_valid, got.gso
 
     def _recv_batch(self, limit: int) -> list[bytes]:
         out: list[bytes] = []
@@ -185,6 +185,17 @@ class PacketSocket:
 
     def write(self, frame: bytes) -> bool:
         return self.write_many([frame])[0] == 1
+
+    def write_gso(self, frame: bytes, gso_size: int) -> bool:
+        """A TCP super-packet frame, for the kernel to cut into `gso_size` segments and checksum (only on a
+        socket with a virtio_net_hdr)."""
+        try:
+            self.sock.send(gso_header(frame, gso_size) + frame)
+        except OSError as e:
+            self.tx_errors += 1
+            self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
+            return False
+        return True
 
     def write_many(self, frames: list[bytes]) -> tuple[int, int]:
         """Each frame, with an all-zero virtio_net_hdr if the socket has them (one copy is cheaper than

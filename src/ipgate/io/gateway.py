@@ -49,6 +49,7 @@ from ipgate.io.rebind import carry_state, rebind_engine, rebind_link
 from ipgate.io.syslog import SyslogWriter
 from ipgate.link import ether
 from ipgate.link.layer import Frames, LinkLayer
+from ipgate.packet.gso import GsoError, segment
 from ipgate.shell import ScriptErrors, load_script
 from ipgate.stack import Stack
 
@@ -290,7 +291,7 @@ class Gateway:
 
     def _on_port(self, port: Port) -> None:
         errors = port.io.rx_errors
-        items, known = port.io.read_batch(self.batch)
+        items, known, sizes = port.io.read_batch(self.batch)
         if not items:
             if port.io.rx_errors > errors:
                 self._read_failed(port)
@@ -303,19 +304,21 @@ class Gateway:
         name = port.name
         link = self.link
         valid = known if known is not None else [False] * len(items)
+        gso = sizes if sizes is not None else [0] * len(items)
         if not port.l2:
-            self._receive(name, items, valid, now)
+            self._receive(name, items, valid, gso, now)
             return
         assert link is not None
         # plain IPv4 frames for us go to the engine together (Engine.receive_batch); any other frame (ARP...)
         # first lets the packets before it through, so the link layer sees everything in arrival order
         pending: list[bytes] = []
         pending_valid: list[bool] = []
-        for data, ip, v in zip(items, link.ip_payloads(name, items), valid, strict=True):
+        pending_gso: list[int] = []
+        for data, ip, v, g in zip(items, link.ip_payloads(name, items), valid, gso, strict=True):
             if ip is None:
                 if pending:
-                    self._receive(name, pending, pending_valid, now)
-                    pending, pending_valid = [], []
+                    self._receive(name, pending, pending_valid, pending_gso, now)
+                    pending, pending_valid, pending_gso = [], [], []
                 try:
                     ip, frames = link.frame_in(name, data, now)
                     if frames:
@@ -328,13 +331,15 @@ class Gateway:
                     continue
             pending.append(ip)
             pending_valid.append(v)
+            pending_gso.append(g)
         if pending:
-            self._receive(name, pending, pending_valid, now)
+            self._receive(name, pending, pending_valid, pending_gso, now)
 
-    def _receive(self, name: str, packets: list[bytes], valid: list[bool], now: float) -> None:
-        """Packets in from `name` (`valid`: their checksums known good), their results out."""
+    def _receive(self, name: str, packets: list[bytes], valid: list[bool], gso: list[int], now: float) -> None:
+        """Packets in from `name` (`valid`: their checksums known good; `gso`: super-packets' segment sizes),
+        their results out."""
         try:
-            results = self.engine.receive_batch(name, packets, now, csum_valid=valid)
+            results = self.engine.receive_batch(name, packets, now, csum_valid=valid, gso=gso)
         except Exception as e:  # noqa: BLE001 - a bug must not stop the gateway: the batch is lost, and counted
             self.errors += 1
             self.drops["internal error"] += len(packets)
@@ -371,6 +376,10 @@ class Gateway:
         for r in results:
             if type(r) is Tx:
                 self.forwarded += 1
+                if r.gso:
+                    self._flush(ready)
+                    self._emit_gso(r, now)
+                    continue
                 key = (r.dev, r.nexthop)
                 pair = heads.get(key)
                 if pair is not None:  # neigh_hh_output(): the common case
@@ -398,6 +407,26 @@ class Gateway:
                 else:
                     self.local += 1
         self._flush(ready)
+
+    def _emit_gso(self, r: Tx, now: float) -> None:
+        """A TCP super-packet: whole, for the kernel to segment, to a connected neighbour on an AF_PACKET
+        port with a virtio_net_hdr; else cut into its segments here (packet/gso.py) and sent as any packet."""
+        port = self.ports.get(r.dev)
+        head = self.link.hh_header(r.dev, r.nexthop) if self.link is not None and port is not None else None
+        if port is not None and head is not None and isinstance(port.io, PacketSocket) and port.io.vnet:
+            frame = head + r.data
+            if port.io.write_gso(frame, r.gso):
+                port.tx += 1
+                self.tx_bytes[port.name] += len(frame)
+            else:
+                port.tx_dropped += 1
+            return
+        try:
+            segments = segment(r.data, r.gso, tcp=True)
+        except GsoError as e:
+            self._drop(str(e), r.data, now)
+            return
+        self._emit([Tx(r.dev, r.nexthop, p) for p in segments], now)
 
     def _flush(self, ready: dict[Port, list[bytes]]) -> None:
         for port, frames in ready.items():
@@ -514,7 +543,8 @@ class Gateway:
         lines.append(f"delivered locally: {self.local}")
         lines.append(f"connections: {len(self.stack.conntrack)}")
         fp = self.engine.fastpath
-        lines.append(f"fast path hits: {fp.hits} ({fp.vector.vectored} in batches as vectors)")
+        lines.append(f"fast path hits: {fp.hits} ({fp.vector.vectored} in batches as vectors, "
+                     f"{fp.vector.supers} TCP super-packets forwarded whole)")
         lines.append(f"internal errors: {self.errors}")
         for reason, n in self.drops.most_common():
             lines.append(f"drop {n:>10} {reason}")

@@ -41,9 +41,9 @@ class TunDevice:
     def fileno(self) -> int:
         return self.fd
 
-    def read_batch(self, limit: int) -> tuple[list[bytes], None]:
+    def read_batch(self, limit: int) -> tuple[list[bytes], None, None]:
         """Up to `limit` packets that are waiting (an empty list when none is); nothing is known of their
-        checksums (None, as AF_PACKET's `read_batch` says without a virtio_net_hdr)."""
+        checksums or offloads (None, as AF_PACKET's `read_batch` says without a virtio_net_hdr)."""
         out: list[bytes] = []
         read, fd, size = os.read, self.fd, self.bufsize
         for _ in range(limit):
@@ -58,7 +58,7 @@ class TunDevice:
             if not data:
                 break
             out.append(data)
-        return out, None
+        return out, None, None
 
     def write(self, data: bytes) -> bool:
         """One packet or frame; False (counted) when the kernel refuses it (EIO while the device is down,

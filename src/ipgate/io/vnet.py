@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ipgate.packet.checksum import csum_fold, csum_partial, csum_tcpudp_nofold, ip_compute_csum
+from ipgate.packet.gso import GsoError, segment
 from ipgate.packet.vcsum import word_sums
 
 VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
@@ -32,12 +32,9 @@ VIRTIO_NET_HDR_GSO_TCPV4 = 1
 VIRTIO_NET_HDR_GSO_UDP_L4 = 5
 VIRTIO_NET_HDR_GSO_ECN = 0x80
 
-MAX_SEGMENTS = 64  # a 64 KB GSO packet at MSS 1024; more is malformed
 VECTOR_MIN = 16  # frames: below this finish_batch() goes frame by frame
 
-_IPH = struct.Struct("!BBHHHBBHII")
 _U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
 
 
 class VnetError(Exception):
@@ -67,6 +64,7 @@ class Finished(NamedTuple):
 
     frames: list[bytes]
     csum_valid: list[bool]  # per frame: its L4 checksum is known good (we completed it, or the NIC checked it)
+    gso: list[int]  # per frame: its GSO segment size when it is a TCP super-packet kept whole, else 0
     bad: int  # frames dropped as malformed
     fixed: int  # frames whose offload was finished here
 
@@ -77,13 +75,80 @@ def _vouched(flags: int) -> bool:
     return bool(flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
 
 
-def finish_batch(frames: list[bytes]) -> Finished:
+def gso_header(frame: bytes, gso_size: int) -> bytes:
+    """The virtio_net_hdr that has the kernel segment an Ethernet + IPv4 + TCP super-packet at `gso_size`
+    and fill in the checksums (the TCP field holding the pseudo-header sum, as CHECKSUM_PARTIAL)."""
+    ihl = (frame[14] & 0xF) * 4
+    doff = (frame[14 + ihl + 12] >> 4) * 4
+    return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 14 + ihl + doff, gso_size,
+                         14 + ihl, 16)
+
+
+def _tcp_super(data: bytes) -> int:
+    """The segment size of a frame that is an untagged IPv4 TCP super-packet with its checksum left partial
+    (what GRO hands up), which can be forwarded whole; 0 for anything else."""
+    if len(data) < VNET_HDR_LEN + 14 + 40:
+        return 0
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(data)
+    f = VNET_HDR_LEN
+    if (flags != VIRTIO_NET_HDR_F_NEEDS_CSUM or gso_type != VIRTIO_NET_HDR_GSO_TCPV4 or csum_offset != 16
+            or data[f + 12:f + 14] != b"\x08\x00" or data[f + 14] != 0x45 or data[f + 23] != 6
+            or csum_start != 34 or gso_size <= 0):
+        return 0
+    return int(gso_size)
+
+
+class _Out:
+    """finish_batch's results as they are gathered."""
+
+    __slots__ = ("frames", "valid", "gso", "bad", "fixed", "keep_gso")
+
+    def __init__(self, keep_gso: bool) -> None:
+        self.frames: list[bytes] = []
+        self.valid: list[bool] = []
+        self.gso: list[int] = []
+        self.bad = self.fixed = 0
+        self.keep_gso = keep_gso
+
+    def one(self, data: bytes) -> None:
+        """`finish` on one frame (or, if asked, a TCP super-packet kept whole)."""
+        mss = _tcp_super(data) if self.keep_gso else 0
+        if mss:
+            self.frames.append(data[VNET_HDR_LEN:])
+            self.valid.append(True)
+            self.gso.append(mss)
+            return
+        try:
+            frames = finish(data)
+        except VnetError:
+            self.bad += 1
+            return
+        self.frames += frames
+        self.valid += [_vouched(data[0])] * len(frames)
+        self.gso += [0] * len(frames)
+        self.fixed += 1
+
+    def result(self) -> Finished:
+        return Finished(self.frames, self.valid, self.gso, self.bad, self.fixed)
+
+
+def finish_batch(frames: list[bytes], *, keep_gso: bool = False) -> Finished:
     """`finish` for frames read with their header, in order.  The common cases, no offload pending or a
     checksum to compute (what a veth hands up from a local sender), are done for the whole batch at once
-    (packet/vcsum.py); GSO frames go through `finish` one by one, and so does a batch of few frames."""
+    (packet/vcsum.py); GSO frames go through `finish` one by one, and so does a batch of few frames.
+    With `keep_gso`, TCP super-packets are passed on whole (their `gso` size says so) for the caller to
+    forward as they are, the kernel segmenting them on the way out (`gso_header`)."""
     n = len(frames)
+    acc = _Out(keep_gso)
     if n < VECTOR_MIN:
-        return _finish_each(frames)
+        for data in frames:
+            if data.startswith(ZERO_HDR):
+                acc.frames.append(data[VNET_HDR_LEN:])
+                acc.valid.append(False)
+                acc.gso.append(0)
+            else:
+                acc.one(data)
+        return acc.result()
     buf = b"".join(frames) + bytes(VNET_HDR_LEN + 2)
     a = np.frombuffer(buf, dtype=np.uint8)
     lens = np.fromiter(map(len, frames), dtype=np.int64, count=n)
@@ -98,7 +163,7 @@ def finish_batch(frames: list[bytes]) -> Finished:
     offset = hdr[:, 8] | hdr[:, 9] << 8
     pos = start + offset
     good = csum & (start < lens) & (pos + 2 <= lens)
-    bad = int((csum & ~good).sum())
+    acc.bad = int((csum & ~good).sum())
     simple = plain | good
     data = buf
     if good.any():
@@ -112,46 +177,21 @@ def finish_batch(frames: list[bytes]) -> Finished:
         w[at] = check[good] >> 8
         w[at + 1] = check[good] & 0xFF
         data = w.tobytes()
-    fixed = int(good.sum())
+    acc.fixed = int(good.sum())
     starts = (offs + VNET_HDR_LEN).tolist()
     ends = end.tolist()
     if simple.all():
-        return Finished([data[p:q] for p, q in zip(starts, ends, strict=True)], good.tolist(), bad, fixed)
-    out: list[bytes] = []
-    valid: list[bool] = []
+        return Finished([data[p:q] for p, q in zip(starts, ends, strict=True)], good.tolist(), [0] * n, acc.bad,
+                        acc.fixed)
     for i, (ok, failed, vouched) in enumerate(zip(simple.tolist(), (csum & ~good).tolist(), good.tolist(),
                                                   strict=True)):
         if ok:
-            out.append(data[starts[i]:ends[i]])
-            valid.append(vouched)
+            acc.frames.append(data[starts[i]:ends[i]])
+            acc.valid.append(vouched)
+            acc.gso.append(0)
         elif not failed:
-            fixed, bad = _finish_one(frames[i], out, valid, fixed, bad)
-    return Finished(out, valid, bad, fixed)
-
-
-def _finish_one(data: bytes, out: list[bytes], valid: list[bool], fixed: int, bad: int) -> tuple[int, int]:
-    """`finish` on one frame, its frames and flags added to `out` and `valid`; the counts updated."""
-    try:
-        frames = finish(data)
-    except VnetError:
-        return fixed, bad + 1
-    out += frames
-    valid += [_vouched(data[0])] * len(frames)
-    return fixed + 1, bad
-
-
-def _finish_each(frames: list[bytes]) -> Finished:
-    """finish_batch() one frame at a time: cheaper for a few frames than numpy's fixed costs."""
-    out: list[bytes] = []
-    valid: list[bool] = []
-    bad = fixed = 0
-    for data in frames:
-        if data.startswith(ZERO_HDR):
-            out.append(data[VNET_HDR_LEN:])
-            valid.append(False)
-        else:
-            fixed, bad = _finish_one(data, out, valid, fixed, bad)
-    return Finished(out, valid, bad, fixed)
+            acc.one(frames[i])
+    return acc.result()
 
 
 def _l3_offset(frame: bytearray) -> int:
@@ -181,58 +221,10 @@ def finish(data: bytes) -> list[bytes]:
 
 
 def _segment(frame: bytearray, mss: int, *, tcp: bool) -> list[bytes]:
-    """tcp_gso_segment()/__udp_gso_segment() for IPv4: cut the payload into `mss`-byte pieces."""
+    """tcp_gso_segment()/__udp_gso_segment() on a frame: its IPv4 packet segmented, each behind its header."""
     l3 = _l3_offset(frame)
-    if len(frame) < l3 + 20 or frame[l3] >> 4 != 4:
-        raise VnetError("vnet: GSO frame without IPv4")
-    ihl = (frame[l3] & 0xF) * 4
-    _v, tos, _tot, ip_id, frag_off, ttl, proto, _c, saddr, daddr = _IPH.unpack_from(frame, l3)
-    l4 = l3 + ihl
-    if tcp:
-        if proto != 6 or len(frame) < l4 + 20:
-            raise VnetError("vnet: TCP GSO frame without TCP")
-        l4len = (frame[l4 + 12] >> 4) * 4
-    else:
-        if proto != 17 or len(frame) < l4 + 8:
-            raise VnetError("vnet: UDP GSO frame without UDP")
-        l4len = 8
-    data_off = l4 + l4len
-    payload = memoryview(frame)[data_off:]
-    if mss <= 0 or len(payload) > mss * MAX_SEGMENTS or data_off > len(frame):
-        raise VnetError("vnet: bad GSO size")
     head = bytes(frame[:l3])
-    iphdr = bytearray(frame[l3:l4])
-    l4hdr = bytearray(frame[l4:data_off])
-    seq = _U32.unpack_from(l4hdr, 4)[0] if tcp else 0
-    tcp_flags = l4hdr[13] if tcp else 0
-    out: list[bytes] = []
-    n = (len(payload) + mss - 1) // mss or 1
-    for i in range(n):
-        chunk = payload[i * mss:(i + 1) * mss]
-        last = i == n - 1
-        ip = bytearray(iphdr)
-        _IPH.pack_into(ip, 0, ip[0], tos, ihl + l4len + len(chunk), (ip_id + i) & 0xFFFF, frag_off, ttl, proto, 0,
-                       saddr, daddr)
-        ip[20:ihl] = iphdr[20:ihl]
-        _U16.pack_into(ip, 10, ip_compute_csum(ip))
-        h = bytearray(l4hdr)
-        if tcp:
-            _U32.pack_into(h, 4, (seq + i * mss) & 0xFFFFFFFF)
-            f = tcp_flags
-            if not last:
-                f &= ~0x09  # FIN and PSH only on the last segment
-            if i:
-                f &= ~0x80  # CWR only on the first
-            h[13] = f
-        else:
-            _U16.pack_into(h, 4, 8 + len(chunk))
-        _U16.pack_into(h, 16 if tcp else 6, 0)
-        seg_len = l4len + len(chunk)
-        # the header's length is even, so header and payload can be summed apart
-        s = csum_fold(csum_partial(h, csum_tcpudp_nofold(saddr, daddr, seg_len, proto)) + csum_partial(chunk))
-        check = ~s & 0xFFFF
-        if not tcp and check == 0:
-            check = 0xFFFF
-        _U16.pack_into(h, 16 if tcp else 6, check)
-        out.append(head + bytes(ip) + bytes(h) + bytes(chunk))
-    return out
+    try:
+        return [head + p for p in segment(memoryview(frame)[l3:], mss, tcp=tcp)]
+    except GsoError as e:
+        raise VnetError(f"vnet: {e}") from None
