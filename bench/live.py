@@ -7,9 +7,9 @@ For each gateway the namespace lab of tests/io/bench_live.py (ipgt-{lan,gw,wan}-
 
 - UDP: one 64-byte flow flooded LAN -> WAN (netns_hosts.py flood/sink): datagrams/s received;
 - TCP: one bulk stream LAN -> WAN, TSO/GSO off on the LAN host so it sends MTU-sized segments, and GRO on
-  the gateway's veth ends (as a NIC driver would have it) for both gateways: the kernel forwards the
-  merged super-packets whole and so does ipgate when they go as vectors (the kernel segments them on the
-  way out); MB/s received, and the 1448-byte segments/s they make;
+  the gateway's veth ends during this test (as a NIC driver would have it) for both gateways: the kernel
+  forwards the merged super-packets whole and so does ipgate when they go as vectors (the kernel segments
+  them on the way out); MB/s received, and the 1448-byte segments/s they make;
 - latency: sequential UDP request/response (64 bytes) LAN -> WAN, p50/p99; "added" is ipgate minus kernel;
 - memory: 100,000 UDP flows opened (400 source ports x 250 destination ports, 5,000/s; a pass is repeated,
   at most 3 times, while the gateway has fewer), then the gateway's VmRSS and its conntrack count (the
@@ -164,9 +164,15 @@ def nooffload(ifname: str) -> int:
     return _ethtool(ifname, [(0x1F, 0), (0x24, 0)])
 
 
-def gro(ifname: str) -> int:
-    """GRO on (ETHTOOL_SGRO; a veth then runs NAPI): what arrives is merged into super-packets."""
-    return _ethtool(ifname, [(0x2C, 1)])
+def gro(ifname: str, on: int) -> int:
+    """GRO on or off (ETHTOOL_SGRO; a veth with GRO runs NAPI): what arrives is merged into super-packets."""
+    return _ethtool(ifname, [(0x2C, on)])
+
+
+def _gro(lab: Lab, on: int) -> None:
+    for dev in ("gl0", "gw0"):
+        subprocess.run(["ip", "netns", "exec", lab.ns("gw"), PY, ME, "_gro", dev, str(on)], check=True,
+                       capture_output=True, timeout=WAIT)
 
 
 # -- the benchmark --------------------------------------------------------------------------
@@ -238,9 +244,6 @@ def measure(kind: str, seconds: float, quick: bool, tmp: Path) -> dict[str, floa
             os.sched_setaffinity(lab.gw.pid, {GW_CPU})
         subprocess.run(["ip", "netns", "exec", lab.ns("lan"), PY, ME, "_nooffload", "eth0"], check=True,
                        capture_output=True, timeout=WAIT)
-        for dev in ("gl0", "gw0"):  # GRO on the gateway's ends, for both gateways (see the docstring)
-            subprocess.run(["ip", "netns", "exec", lab.ns("gw"), PY, ME, "_gro", dev], check=True,
-                           capture_output=True, timeout=WAIT)
         lab.host("lan", "ping", WAN, "5")  # ARP on both sides
         gwpid = lab.gw.pid if lab.gw is not None else None
 
@@ -255,7 +258,8 @@ def measure(kind: str, seconds: float, quick: bool, tmp: Path) -> dict[str, floa
             res["udp_cpu"] = 100 * (_cpu(gwpid) - cpu0) / (time.monotonic() - t0)
         res["udp_pps"] = float(_out(sink, seconds + WAIT).split()[2])
 
-        # TCP bulk, one connection, MTU-sized segments
+        # TCP bulk, one connection, MTU-sized segments, GRO on the gateway's ends for this test only
+        _gro(lab, 1)
         ready = str(tmp / "tcp-ready")
         tsink = _spawn(lab, "wan", ME, "_tcpsink", WAN, "9001", str(seconds), ready)
         _wait("the TCP sink", lambda: os.path.exists(ready))
@@ -266,6 +270,7 @@ def measure(kind: str, seconds: float, quick: bool, tmp: Path) -> dict[str, floa
         # would count super-packets where a gateway forwards them whole
         res["tcp_pps"] = int(nbytes) / MSS / float(elapsed)
         res["tcp_mbs"] = int(nbytes) / float(elapsed) / 1e6
+        _gro(lab, 0)
 
         # latency: UDP request/response
         ready = str(tmp / "echo-ready")
@@ -316,7 +321,7 @@ def main() -> int:
         if cmd == "_nooffload":
             return nooffload(a[0])
         if cmd == "_gro":
-            return gro(a[0])
+            return gro(a[0], int(a[1]))
         return 2
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="per throughput test")
