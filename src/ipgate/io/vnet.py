@@ -7,7 +7,10 @@ CHECKSUM_PARTIAL in the kernel: veth, and GRO on real NICs, pass such
 packets up) and a segmentation still to do (GSO: a 64 KB TCP "super
 packet" from a TSO sender or GRO).  A router must send real packets, so
 `finish` computes the checksum and cuts GSO packets into MTU-sized ones
-(as skb_checksum_help() and skb_segment()/tcp_gso_segment() do).
+(as skb_checksum_help() and skb_segment()/tcp_gso_segment() do) -- unless
+the caller can forward a TCP super-packet whole, as Linux does: then
+`finish_batch(keep_gso=True)` leaves it whole, and `gso_header` is what
+makes the kernel segment it on the way out.
 The header is in the host's byte order (virtio_legacy_is_little_endian()).
 """
 
