@@ -17,14 +17,12 @@ For each gateway the namespace lab of tests/io/bench_live.py (ipgt-{lan,gw,wan}-
 
 The gateway has CPU 1: ipgate's process is pinned there; the kernel's forwarding is steered there with
 RPS on the gateway's veth ends.  Generators run on CPU 0.  Figures only, no thresholds.
-Internal subcommands (`_tcpsink`, `_tcpsrc`, `_echo`, `_rtt`, `_flows`, `_nooffload`) run inside the namespaces.
+Internal subcommands (`_tcpsink`, `_tcpsrc`, `_echo`, `_rtt`, `_flows`) run inside the namespaces.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import fcntl
 import os
 import socket
 import struct
@@ -150,29 +148,16 @@ def flows(dst: str, nsrc: int, ndst: int, port0: int, rate: float) -> int:
     return 0
 
 
-def _ethtool(ifname: str, settings: list[tuple[int, int]]) -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for cmd, value in settings:
-        val = ctypes.create_string_buffer(struct.pack("II", cmd, value))
-        ifr = struct.pack("16sP", ifname.encode(), ctypes.addressof(val))
-        fcntl.ioctl(s.fileno(), 0x8946, ifr)  # SIOCETHTOOL
-    return 0
-
-
-def nooffload(ifname: str) -> int:
-    """TSO and GSO off (ETHTOOL_STSO/SGSO): the host sends MTU-sized TCP segments."""
-    return _ethtool(ifname, [(0x1F, 0), (0x24, 0)])
-
-
-def gro(ifname: str, on: int) -> int:
-    """GRO on or off (ETHTOOL_SGRO; a veth with GRO runs NAPI): what arrives is merged into super-packets."""
-    return _ethtool(ifname, [(0x2C, on)])
+def _offloads(lab: Lab, role: str, dev: str, tso: int, gro: int) -> None:
+    """TSO/GSO and GRO of a lab interface (netns_hosts.py offloads)."""
+    subprocess.run(["ip", "netns", "exec", lab.ns(role), PY, HOSTS, "offloads", dev, str(tso), str(gro)],
+                   check=True, capture_output=True, timeout=WAIT)
 
 
 def _gro(lab: Lab, on: int) -> None:
+    """GRO on or off at the gateway's ends (a veth with GRO runs NAPI), TSO/GSO left on as they are."""
     for dev in ("gl0", "gw0"):
-        subprocess.run(["ip", "netns", "exec", lab.ns("gw"), PY, ME, "_gro", dev, str(on)], check=True,
-                       capture_output=True, timeout=WAIT)
+        _offloads(lab, "gw", dev, 1, on)
 
 
 # -- the benchmark --------------------------------------------------------------------------
@@ -242,8 +227,7 @@ def measure(kind: str, seconds: float, quick: bool, tmp: Path) -> dict[str, floa
             lab.up()
             assert lab.gw is not None
             os.sched_setaffinity(lab.gw.pid, {GW_CPU})
-        subprocess.run(["ip", "netns", "exec", lab.ns("lan"), PY, ME, "_nooffload", "eth0"], check=True,
-                       capture_output=True, timeout=WAIT)
+        _offloads(lab, "lan", "eth0", 0, 0)  # the LAN host sends MTU-sized segments
         lab.host("lan", "ping", WAN, "5")  # ARP on both sides
         gwpid = lab.gw.pid if lab.gw is not None else None
 
@@ -318,10 +302,6 @@ def main() -> int:
             return rtt(a[0], int(a[1]), int(a[2]))
         if cmd == "_flows":
             return flows(a[0], int(a[1]), int(a[2]), int(a[3]), float(a[4]))
-        if cmd == "_nooffload":
-            return nooffload(a[0])
-        if cmd == "_gro":
-            return gro(a[0], int(a[1]))
         return 2
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="per throughput test")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ipgate.packet.checksum import csum_partial
-from ipgate.packet.vcsum import word, word_sums
+from ipgate.packet.vcsum import word_sums
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -26,8 +26,3 @@ def test_word_sums_fold_to_the_scalar_sum(seed: int) -> None:
             v = (v & 0xFFFF) + (v >> 16)
         want = csum_partial(buf[s:e])
         assert v == want or (v, want) == (0xFFFF, 0) or (v, want) == (0, 0xFFFF), (s, e)
-
-
-def test_word_reads_big_endian() -> None:
-    a = np.frombuffer(bytes([1, 2, 3, 4, 5]), dtype=np.uint8)
-    assert word(a, np.array([0, 1, 3], dtype=np.int64)).tolist() == [0x0102, 0x0203, 0x0405]

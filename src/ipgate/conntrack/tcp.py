@@ -71,6 +71,7 @@ from ipgate.packet.checksum import Buffer as Buf
 from ipgate.packet.checksum import l4_checksum_ok
 
 if TYPE_CHECKING:
+    from ipgate.conntrack.sysctl import CtSysctl
     from ipgate.conntrack.table import ConntrackTable
 
 TCP_CONNTRACK_NAMES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
@@ -673,18 +674,9 @@ def tcp_packet(table: ConntrackTable, ct: Conn, th: TcpSeg, ctinfo: int, now: fl
     if old_state != new_state and new_state == TCP_CONNTRACK_FIN_WAIT:
         seen[direction].flags |= IP_CT_TCP_FLAG_CLOSE_INIT
 
-    timeouts = sysctl.tcp_timeouts
-    if st.retrans >= sysctl.tcp_max_retrans and timeouts[new_state] > timeouts[TCP_CONNTRACK_RETRANS]:
-        timeout = timeouts[TCP_CONNTRACK_RETRANS]
-    elif index == TCP_RST_SET:
-        timeout = timeouts[TCP_CONNTRACK_CLOSE]
-    elif ((seen[0].flags | seen[1].flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
-          and timeouts[new_state] > timeouts[TCP_CONNTRACK_UNACK]):
-        timeout = timeouts[TCP_CONNTRACK_UNACK]
-    elif st.last_win == 0 and timeouts[new_state] > timeouts[TCP_CONNTRACK_RETRANS]:
-        timeout = timeouts[TCP_CONNTRACK_RETRANS]
-    else:
-        timeout = timeouts[new_state]
+    timeout = _timeout(sysctl, new_state, st.retrans, index == TCP_RST_SET,
+                       bool((seen[0].flags | seen[1].flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED),
+                       st.last_win == 0)
     ct.proto = st.dump()
 
     if new_state != old_state:
@@ -698,8 +690,8 @@ def tcp_packet(table: ConntrackTable, ct: Conn, th: TcpSeg, ctinfo: int, now: fl
             return NF_ACCEPT, ""
         if index == TCP_SYN_SET and old_state == TCP_CONNTRACK_SYN_SENT:
             return NF_ACCEPT, ""  # SYN retransmits do not extend the entry's life
-        if new_state == TCP_CONNTRACK_ESTABLISHED and timeout > timeouts[TCP_CONNTRACK_UNACK]:
-            timeout = timeouts[TCP_CONNTRACK_UNACK]  # picked up, not answered yet
+        if new_state == TCP_CONNTRACK_ESTABLISHED and timeout > sysctl.tcp_timeouts[TCP_CONNTRACK_UNACK]:
+            timeout = sysctl.tcp_timeouts[TCP_CONNTRACK_UNACK]  # picked up, not answered yet
     elif (not ct.status & IPS_ASSURED and old_state in (TCP_CONNTRACK_SYN_RECV, TCP_CONNTRACK_ESTABLISHED)
           and new_state == TCP_CONNTRACK_ESTABLISHED):
         ct.set_status(IPS_ASSURED)
@@ -776,19 +768,25 @@ def tcp_ack_fast(table: ConntrackTable, ct: Conn, pkt: Buf, dataoff: int, skblen
         ct.proto = _PACK.pack(state, r_end, r_maxend, r_maxwin, ma0, sc0, r_flags,
                               s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags,
                               ldir, TCP_ACK_SET, lseq, lack, lend, lwin, lws, lflags, retrans)
-    sysctl = table.sysctl
-    timeouts = sysctl.tcp_timeouts
-    est = timeouts[TCP_CONNTRACK_ESTABLISHED]
-    if retrans >= sysctl.tcp_max_retrans and est > timeouts[TCP_CONNTRACK_RETRANS]:
-        timeout = timeouts[TCP_CONNTRACK_RETRANS]
-    elif (s_flags | r_flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED and est > timeouts[TCP_CONNTRACK_UNACK]:
-        timeout = timeouts[TCP_CONNTRACK_UNACK]
-    elif win_raw == 0 and est > timeouts[TCP_CONNTRACK_RETRANS]:
-        timeout = timeouts[TCP_CONNTRACK_RETRANS]
-    else:
-        timeout = est
+    timeout = _timeout(table.sysctl, TCP_CONNTRACK_ESTABLISHED, retrans, False,
+                       bool((s_flags | r_flags) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED), win_raw == 0)
     refresh_acct(ct, IP_CT_IS_REPLY if direction else 0, skblen, timeout, now)
     return True
+
+
+def _timeout(sysctl: CtSysctl, state: int, retrans: int, rst: bool, unacked: bool, zero_window: bool) -> float:
+    """nf_conntrack_tcp_packet()'s choice of timeout for a segment in window that leaves `state`."""
+    timeouts = sysctl.tcp_timeouts
+    t: float = timeouts[state]
+    if retrans >= sysctl.tcp_max_retrans and t > timeouts[TCP_CONNTRACK_RETRANS]:
+        return timeouts[TCP_CONNTRACK_RETRANS]
+    if rst:
+        return timeouts[TCP_CONNTRACK_CLOSE]
+    if unacked and t > timeouts[TCP_CONNTRACK_UNACK]:
+        return timeouts[TCP_CONNTRACK_UNACK]
+    if zero_window and t > timeouts[TCP_CONNTRACK_RETRANS]:
+        return timeouts[TCP_CONNTRACK_RETRANS]
+    return t
 
 
 def _rst_checks(table: ConntrackTable, ct: Conn, st: IpCtTcp, direction: int, old_state: int, new_state: int,

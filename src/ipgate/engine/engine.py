@@ -266,13 +266,18 @@ class Engine:
         fp = self.fastpath
         if (d is None or not d.up or not fp.usable or self._ipnat() is not None or self.trace is not None
                 or not self._ct_active()):
-            out: list[Result] = []
-            for p, v, g in zip(packets, valid, sizes, strict=True):
-                out.extend(self.receive_one(dev, p, now, mark, v, g))
-            return out
+            return self.receive_each(dev, packets, now, mark, valid, sizes)
         self.now = now
         fp.check_gens()
         return fp.vector.run(d, packets, now, mark, valid, sizes)
+
+    def receive_each(self, dev: str, packets: list[bytes], now: float, mark: int, valid: list[bool],
+                     gso: list[int]) -> list[Result]:
+        """`receive_one` for each packet of a batch, results in order."""
+        out: list[Result] = []
+        for p, v, g in zip(packets, valid, gso, strict=True):
+            out.extend(self.receive_one(dev, p, now, mark, v, g))
+        return out
 
     def receive_one(self, dev: str, data: bytes, now: float, mark: int, csum_valid: bool, gso: int
                     ) -> list[Result]:

@@ -142,7 +142,6 @@ class VectorPath:
         self.mtu = np.zeros(cap, dtype=np.int64)
         self.sig = np.zeros(cap, dtype=np.int64)
         self.epoch = 0
-        self.batches = 0
         self.vectored = 0  # packets that went as vectors
         self.supers = 0  # of which TCP super-packets (GRO) forwarded whole
 
@@ -252,16 +251,13 @@ class VectorPath:
 
     def _run(self, d: Device, pkts: list[bytes], now: float, mark: int, valid: list[bool], gso: list[int]
              ) -> list[Result]:
-        self.batches += 1
         out: list[Result] = []
         index = self.index.get((d.ifindex, mark))
         # a super-packet is worth a vector on its own: cut, it would be dozens of packets one by one
         c = (self._classify(d, pkts, valid, gso, index)
              if index and (len(pkts) >= VECTOR_MIN or any(gso)) else None)
         if c is None:
-            for p, v, g in zip(pkts, valid, gso, strict=True):
-                out.extend(self.eng.receive_one(d.name, p, now, mark, v, g))
-            return out
+            return self.eng.receive_each(d.name, pkts, now, mark, valid, gso)
         a, offs, lens, h, w, s, cand, tcp, sup = c
         outbuf = self._rewrite(a, offs, s, cand, h, w, tcp, sup)
         self._walk(d, pkts, valid, gso, now, mark, cand, s, offs, lens, outbuf, tcp, out)

@@ -189,30 +189,28 @@ class PacketSocket:
     def write_gso(self, frame: bytes, gso_size: int) -> bool:
         """A TCP super-packet frame, for the kernel to cut into `gso_size` segments and checksum (only on a
         socket with a virtio_net_hdr)."""
-        try:
-            self.sock.send(gso_header(frame, gso_size) + frame)
-        except OSError as e:
-            self.tx_errors += 1
-            self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
-            return False
-        return True
+        return self._send(gso_header(frame, gso_size) + frame)
 
     def write_many(self, frames: list[bytes]) -> tuple[int, int]:
         """Each frame, with an all-zero virtio_net_hdr if the socket has them (one copy is cheaper than
         sendmsg's iovec; one system call a frame: Python has no sendmmsg); (frames, bytes) that went."""
-        send = self.sock.send
+        send = self._send
         prefix = ZERO_HDR if self.vnet else b""
         sent = nbytes = 0
         for frame in frames:
-            try:
-                send(prefix + frame)
-            except OSError as e:  # ENOBUFS, ENETDOWN, EMSGSIZE: dropped, as a full queue would
-                self.tx_errors += 1
-                self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
-                continue
-            sent += 1
-            nbytes += len(frame)
+            if send(prefix + frame):
+                sent += 1
+                nbytes += len(frame)
         return sent, nbytes
+
+    def _send(self, data: bytes) -> bool:
+        try:
+            self.sock.send(data)
+        except OSError as e:  # ENOBUFS, ENETDOWN, EMSGSIZE: dropped, as a full queue would
+            self.tx_errors += 1
+            self.errnos[errno.errorcode.get(e.errno or 0, "?")] += 1
+            return False
+        return True
 
     def kernel_drops(self) -> int:
         """Frames the kernel dropped because this socket's queue or ring was full (PACKET_STATISTICS, which

@@ -414,12 +414,7 @@ class Gateway:
         port = self.ports.get(r.dev)
         head = self.link.hh_header(r.dev, r.nexthop) if self.link is not None and port is not None else None
         if port is not None and head is not None and isinstance(port.io, PacketSocket) and port.io.vnet:
-            frame = head + r.data
-            if port.io.write_gso(frame, r.gso):
-                port.tx += 1
-                self.tx_bytes[port.name] += len(frame)
-            else:
-                port.tx_dropped += 1
+            self._write(port, head + r.data, r.gso)
             return
         try:
             segments = segment(r.data, r.gso, tcp=True)
@@ -440,10 +435,10 @@ class Gateway:
             if port is not None:
                 self._write(port, frame)
 
-    def _write(self, port: Port, data: bytes) -> None:
+    def _write(self, port: Port, data: bytes, gso: int = 0) -> None:
         """Port.write, and the bytes it took for the metrics."""
         tx = port.tx
-        port.write(data)
+        port.write(data, gso)
         if port.tx != tx:
             self.tx_bytes[port.name] += len(data)
 

@@ -70,8 +70,10 @@ class Port:
     def fileno(self) -> int:
         return self.io.fileno()
 
-    def write(self, data: bytes) -> None:
-        if self.io.write(data):
+    def write(self, data: bytes, gso: int = 0) -> None:
+        """One frame or packet; `gso`: a TCP super-packet for the kernel to segment (AF_PACKET only)."""
+        went = self.io.write_gso(data, gso) if gso and isinstance(self.io, PacketSocket) else self.io.write(data)
+        if went:
             self.tx += 1
         else:
             self.tx_dropped += 1

@@ -35,8 +35,3 @@ def word_sums(a: U8, start: I64, end: I64) -> I64:
     g: I64 = g_end - g_start
     g = np.where(start & 1, g << 8, g)
     return g
-
-
-def word(a: U8, at: I64) -> I64:
-    """The big-endian 16-bit words of `a` at offsets `at`."""
-    return (a[at].astype(np.int64) << 8) | a[at + 1]
