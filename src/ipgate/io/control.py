@@ -22,7 +22,8 @@ import stat
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from ipgate.io.sockserver import Client, RequestServer
 
 DEFAULT_PATH = "/run/ipgate.sock"
 MAX_REQUEST = 16 << 20  # argv plus stdin (an iptables-restore file)
@@ -35,14 +36,6 @@ Handler = Callable[[list[str], "str | None"], tuple[int, str, str]]
 
 class ControlError(Exception):
     """The control socket cannot be reached or answered nonsense."""
-
-
-@dataclass(slots=True, eq=False)
-class _Client:
-    sock: socket.socket
-    deadline: float
-    rbuf: bytearray = field(default_factory=bytearray)
-    wbuf: memoryview | None = None
 
 
 def _decode_request(line: bytes) -> tuple[list[str], str | None]:
@@ -62,15 +55,15 @@ def _encode(status: int, out: str, err: str) -> bytes:
     return json.dumps({"status": status, "out": out, "err": err}).encode() + b"\n"
 
 
-class ControlServer:
-    """The listening socket and its clients, registered in `sel` with callbacks as the key data."""
+class ControlServer(RequestServer):
+    """The control socket: one JSON request line (argv, stdin) in, one answer (status, stdout, stderr) out."""
+
+    max_clients = MAX_CLIENTS
+    client_timeout = CLIENT_TIMEOUT
 
     def __init__(self, path: str, handler: Handler, sel: selectors.BaseSelector) -> None:
         self.path = path
         self.handler = handler
-        self.sel = sel
-        self.clients: dict[int, _Client] = {}
-        self.errors = 0
         _clear_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)  # created 0600: no window where others could connect
@@ -83,44 +76,16 @@ class ControlServer:
             os.umask(old)
         os.chmod(path, 0o600)
         sock.listen(MAX_CLIENTS)
-        self.sock = sock
         self._ino = os.stat(path).st_ino
-        sel.register(sock, selectors.EVENT_READ, self._accept)
+        super().__init__(sock, sel)
 
-    # -- events ---------------------------------------------------------------------------
-    def _accept(self, _mask: int) -> None:
-        for _ in range(MAX_CLIENTS):
-            try:
-                conn, _addr = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.errors += 1
-                return
-            conn.setblocking(False)
-            if len(self.clients) >= MAX_CLIENTS or not _allowed(conn):
-                self.errors += 1
-                conn.close()
-                continue
-            c = _Client(conn, time.monotonic() + CLIENT_TIMEOUT)
-            self.clients[conn.fileno()] = c
-            self.sel.register(conn, selectors.EVENT_READ, lambda mask, c=c: self._event(c, mask))
+    def _admit(self, conn: socket.socket) -> bool:
+        return _allowed(conn)
 
-    def _event(self, c: _Client, mask: int) -> None:
-        if c.wbuf is None:
-            self._read(c)
-        else:
-            self._write(c)
-
-    def _read(self, c: _Client) -> None:
-        try:
-            data = c.sock.recv(1 << 16)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return self._drop(c)
+    def _read(self, c: Client) -> None:
+        data = self._recv(c, 1 << 16)
         if not data:
-            return self._drop(c)
+            return
         c.rbuf += data
         nl = c.rbuf.find(b"\n")
         if nl < 0:
@@ -139,47 +104,8 @@ class ControlServer:
             status, out, err = 1, "", f"ipgate: internal error: {type(e).__name__}: {e}\n"
         self._reply(c, _encode(status, out, err))
 
-    def _reply(self, c: _Client, data: bytes) -> None:
-        c.wbuf = memoryview(data)
-        c.rbuf.clear()
-        c.deadline = time.monotonic() + CLIENT_TIMEOUT
-        self.sel.modify(c.sock, selectors.EVENT_WRITE, lambda mask, c=c: self._event(c, mask))
-        self._write(c)
-
-    def _write(self, c: _Client) -> None:
-        assert c.wbuf is not None
-        try:
-            n = c.sock.send(c.wbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return self._drop(c)
-        c.wbuf = c.wbuf[n:]
-        if not len(c.wbuf):
-            self._drop(c)
-
-    def _drop(self, c: _Client) -> None:
-        fd = c.sock.fileno()
-        if self.clients.pop(fd, None) is not None:
-            self.sel.unregister(c.sock)
-        c.sock.close()
-
-    # -- housekeeping ---------------------------------------------------------------------
-    def next_deadline(self) -> float | None:
-        return min((c.deadline for c in self.clients.values()), default=None)
-
-    def expire(self, now: float) -> None:
-        for c in [c for c in self.clients.values() if c.deadline <= now]:
-            self._drop(c)
-
     def close(self) -> None:
-        for c in list(self.clients.values()):
-            self._drop(c)
-        try:
-            self.sel.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
-        self.sock.close()
+        super().close()
         try:
             if os.stat(self.path).st_ino == self._ino:
                 os.unlink(self.path)

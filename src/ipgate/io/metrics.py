@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ipgate.io.sockserver import Client, RequestServer
 from ipgate.io.syslog import SyslogWriter
 from ipgate.link.neigh import Nud
 from ipgate.nat.ipnat.core import IpnatTable
@@ -48,7 +49,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_REQUEST = 8192  # bytes of request line and headers
 MAX_CLIENTS = 16
 CLIENT_TIMEOUT = 5.0  # seconds a client may take to send its request and read the answer
-LINGER = 1.0  # seconds, and at most MAX_DRAIN bytes, read and discarded after the answer (see _finish)
+LINGER = 1.0  # seconds, and at most MAX_DRAIN bytes, read and discarded after the answer (see _done)
 MAX_DRAIN = 1 << 16
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
@@ -245,15 +246,6 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             431: "Request Header Fields Too Large", 500: "Internal Server Error"}
 
 
-@dataclass(slots=True, eq=False)
-class _Client:
-    sock: socket.socket
-    deadline: float
-    rbuf: bytearray = field(default_factory=bytearray)
-    wbuf: memoryview | None = None
-    draining: int = -1  # bytes discarded after the answer; -1 until then
-
-
 def response(request: bytes, body: Callable[[], str]) -> bytes:
     """The answer to one request (its line and headers): /metrics, or an error."""
     line = request.split(b"\r\n", 1)[0].split(b"\n", 1)[0]
@@ -282,8 +274,11 @@ def _answer(code: int, text: str, ctype: str = "text/plain; charset=utf-8", *, h
     return head_text.encode() + (b"" if head else body)
 
 
-class MetricsServer:
-    """The listening socket and its clients, registered in `sel` with callbacks as the key data."""
+class MetricsServer(RequestServer):
+    """Prometheus' scrapes over HTTP on a loopback address, answered from the event loop."""
+
+    max_clients = MAX_CLIENTS
+    client_timeout = CLIENT_TIMEOUT
 
     def __init__(self, addr: tuple[str, int], body: Callable[[], str], sel: selectors.BaseSelector) -> None:
         host, port = addr
@@ -298,50 +293,21 @@ class MetricsServer:
         except BaseException:
             sock.close()
             raise
-        self.sock = sock
         self.address: tuple[str, int] = sock.getsockname()[:2]
         self.body = body
-        self.sel = sel
-        self.clients: dict[int, _Client] = {}
         self.requests = 0
-        self.errors = 0
-        sel.register(sock, selectors.EVENT_READ, self._accept)
+        super().__init__(sock, sel)
 
-    def _accept(self, _mask: int) -> None:
-        for _ in range(MAX_CLIENTS):
-            try:
-                conn, _addr = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.errors += 1
-                return
-            if len(self.clients) >= MAX_CLIENTS:
-                self.errors += 1
-                conn.close()
-                continue
-            conn.setblocking(False)
-            c = _Client(conn, time.monotonic() + CLIENT_TIMEOUT)
-            self.clients[conn.fileno()] = c
-            self.sel.register(conn, selectors.EVENT_READ, lambda mask, c=c: self._event(c, mask))
-
-    def _event(self, c: _Client, _mask: int) -> None:
+    def _event(self, c: Client, mask: int) -> None:
         if c.draining >= 0:
             self._drain(c)
-        elif c.wbuf is None:
-            self._read(c)
         else:
-            self._write(c)
+            super()._event(c, mask)
 
-    def _read(self, c: _Client) -> None:
-        try:
-            data = c.sock.recv(MAX_REQUEST + 1 - len(c.rbuf))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return self._drop(c)
+    def _read(self, c: Client) -> None:
+        data = self._recv(c, MAX_REQUEST + 1 - len(c.rbuf))
         if not data:
-            return self._drop(c)
+            return
         c.rbuf += data
         end = c.rbuf.find(b"\r\n\r\n")
         if end < 0:
@@ -353,26 +319,7 @@ class MetricsServer:
         self.requests += 1
         self._reply(c, response(bytes(c.rbuf[:end]), self.body))
 
-    def _reply(self, c: _Client, data: bytes) -> None:
-        c.wbuf = memoryview(data)
-        c.rbuf.clear()
-        c.deadline = time.monotonic() + CLIENT_TIMEOUT
-        self.sel.modify(c.sock, selectors.EVENT_WRITE, lambda mask, c=c: self._event(c, mask))
-        self._write(c)
-
-    def _write(self, c: _Client) -> None:
-        assert c.wbuf is not None
-        try:
-            n = c.sock.send(c.wbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return self._drop(c)
-        c.wbuf = c.wbuf[n:]
-        if not len(c.wbuf):
-            self._finish(c)
-
-    def _finish(self, c: _Client) -> None:
+    def _done(self, c: Client) -> None:
         """The answer is out: half-close, and read what the client may still be sending until it closes
         too (a lingering close: closing with unread input would reset the connection, and the client could
         lose the answer, e.g. the 431 of an oversized request)."""
@@ -384,37 +331,13 @@ class MetricsServer:
         c.deadline = time.monotonic() + LINGER
         self.sel.modify(c.sock, selectors.EVENT_READ, lambda mask, c=c: self._event(c, mask))
 
-    def _drain(self, c: _Client) -> None:
-        try:
-            data = c.sock.recv(MAX_DRAIN)
-        except (BlockingIOError, InterruptedError):
+    def _drain(self, c: Client) -> None:
+        data = self._recv(c, MAX_DRAIN)
+        if data is None:
             return
-        except OSError:
-            return self._drop(c)
         c.draining += len(data)
-        if not data or c.draining > MAX_DRAIN:
+        if c.draining > MAX_DRAIN:
             self._drop(c)
-
-    def _drop(self, c: _Client) -> None:
-        if self.clients.pop(c.sock.fileno(), None) is not None:
-            self.sel.unregister(c.sock)
-        c.sock.close()
-
-    def next_deadline(self) -> float | None:
-        return min((c.deadline for c in self.clients.values()), default=None)
-
-    def expire(self, now: float) -> None:
-        for c in [c for c in self.clients.values() if c.deadline <= now]:
-            self._drop(c)
-
-    def close(self) -> None:
-        for c in list(self.clients.values()):
-            self._drop(c)
-        try:
-            self.sel.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
-        self.sock.close()
 
 
 __all__ = ["CONTENT_TYPE", "CountingSyslogWriter", "Metric", "MetricsServer", "collect", "parse_listen", "render",
