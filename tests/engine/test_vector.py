@@ -23,7 +23,7 @@ from ipgate.engine.engine import Engine
 from ipgate.engine.result import Result, Tx
 from ipgate.inet import aton
 from ipgate.packet.build import build_icmp, build_tcp, build_udp
-from ipgate.packet.checksum import csum_fold, csum_tcpudp_nofold
+from ipgate.packet.checksum import csum_fold, csum_tcpudp_nofold, ip_compute_csum
 from ipgate.packet.gso import segment
 from ipgate.shell import Shell, load_script
 
@@ -349,6 +349,65 @@ def test_gro_super_packets_leave_whole() -> None:
         else:
             sent.append(r)
     assert sent == want
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_super_packets_in_batches_match_one_by_one(seed: int) -> None:
+    """Super-packets among plain segments that go as vectors: in one batch, or each alone, the same results
+    (whole or cut), counters and conntrack state, for good ones and for every reason to cut one (TTL 1, a
+    bad header checksum, segments over the MTU, out of window, a key not recorded, a checksum not known
+    good, a flow not recorded); and what leaves, cut into segments, is what the segments give one by one."""
+    rng = random.Random(seed)
+    sts = [load_script(CONF, "v.conf") for _ in range(2)]
+    many, lone, cut = (Engine(st) for st in [*sts, load_script(CONF, "v.conf")])
+    for e in (many, lone, cut):
+        _tcp_setup(e, 1.0)
+    nxt = {c: 1001 for c, _ in TCP_CLIENTS}
+    unrecorded = TCP_CLIENTS[-1][0]
+    now = 2.0
+    for _ in range(15):
+        pkts, valid, gso = [], [], []
+        for _ in range(rng.randrange(1, 12)):
+            c, sp = rng.choice(TCP_CLIENTS)
+            roll = rng.random()
+            if roll < 0.3:  # a plain segment: a vector in `many`
+                p = build_tcp(c, SERVER, sp, 80, bytes(100), seq=nxt[c], ack_seq=9001, flags=0x10)
+                nxt[c] += 100
+                pkts.append(bytes(p))
+                valid.append(rng.random() < 0.5)
+                gso.append(0)
+                continue
+            mss = rng.choice((400, 900, 900, 1200))  # 1200: 1240-byte segments, eth1's MTU is 1000
+            n = rng.randrange(2, 5)
+            seq = nxt[c] + (1 << 30 if roll < 0.35 else 0)
+            p = bytearray(_super(c, sp, seq, n, mss))
+            if 0.35 <= roll < 0.4:
+                p[8], p[10:12] = 1, b"\0\0"  # TTL 1
+                p[10:12] = ip_compute_csum(p[:20]).to_bytes(2, "big")
+            elif 0.4 <= roll < 0.45:
+                p[10] ^= 0x40  # a bad header checksum
+            elif 0.45 <= roll < 0.5:
+                p[33] |= 0x08  # PSH: another key (the partial checksum does not cover the flags)
+            elif mss != 1200 and c != unrecorded:
+                nxt[c] = seq + n * mss
+            pkts.append(bytes(p))
+            valid.append(roll < 0.5 or rng.random() < 0.9)
+            gso.append(mss)
+        want = many.receive_batch("eth0", pkts, now, csum_valid=valid, gso=gso)
+        got = [r for p, v, g in zip(pkts, valid, gso, strict=True)
+               for r in lone.receive_batch("eth0", [p], now, csum_valid=[v], gso=[g])]
+        assert got == want
+        # and on the wire, what every segment gives through `receive` (cut by the sender: no GRO)
+        wire = [Tx(r.dev, r.nexthop, q) for r in got if isinstance(r, Tx)
+                for q in (segment(r.data, r.gso, tcp=True) if r.gso else [r.data])]
+        ref = [r for p, v, g in zip(pkts, valid, gso, strict=True)
+               for q in (segment(p, g, tcp=True) if g else [p])
+               for r in cut.receive("eth0", q, now, csum_valid=v or g > 0)]
+        assert wire == [r for r in ref if isinstance(r, Tx)]
+        now += 0.5
+    assert _state(many, Shell(sts[0])) == _state(lone, Shell(sts[1]))
+    assert lone.fastpath.vector.supers == many.fastpath.vector.supers >= 10
+    assert many.fastpath.vector.vectored > many.fastpath.vector.supers
 
 
 def test_super_packets_over_the_mtu_are_cut() -> None:

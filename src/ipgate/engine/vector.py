@@ -58,7 +58,14 @@ from ipgate.conntrack.conn import (
 from ipgate.conntrack.sysctl import TCP_CONNTRACK_ESTABLISHED
 from ipgate.conntrack.tcp import tcp_ack_fast
 from ipgate.engine.result import Result, Tx
-from ipgate.packet.checksum import CSUM_MANGLED_0, csum_delta4, csum_fold
+from ipgate.packet.checksum import (
+    CSUM_MANGLED_0,
+    csum_apply,
+    csum_delta4,
+    csum_fold,
+    csum_partial,
+    l4_checksum_ok,
+)
 from ipgate.packet.fastnew import new_tuple
 from ipgate.packet.vcsum import word_sums
 
@@ -102,6 +109,14 @@ def _fold(x: I64) -> I64:
     return (x & 0xFFFF) + (x >> 16)
 
 
+def _alive(e: Entry, now: float) -> bool:
+    """What FastPath.lookup checks of the connection, and that nf_conntrack_udp_packet() will not make it
+    assured (TCP entries are all assured)."""
+    ct = e.ct
+    return (ct.status == e.status and ct.mark == e.ctmark and ct.timeout > now
+            and bool(e.status & IPS_ASSURED or now <= ct.proto))
+
+
 @dataclass(slots=True)
 class _Batch:
     """One batch as `_walk` and `_commit` share it."""
@@ -114,7 +129,6 @@ class _Batch:
     lens: I64
     outbuf: bytes  # the candidates rewritten, the others as they came
     tcp_pos: list[int]  # where the TCP candidates are
-    gso: list[int]  # each packet's GSO segment size, 0 but for super-packets
     epoch: int  # VectorPath.epoch when the batch was classified
 
 
@@ -253,21 +267,73 @@ class VectorPath:
              ) -> list[Result]:
         out: list[Result] = []
         index = self.index.get((d.ifindex, mark))
-        # a super-packet is worth a vector on its own: cut, it would be dozens of packets one by one
-        c = (self._classify(d, pkts, valid, gso, index)
-             if index and (len(pkts) >= VECTOR_MIN or any(gso)) else None)
-        if c is None:
+        if not index:
             return self.eng.receive_each(d.name, pkts, now, mark, valid, gso)
-        a, offs, lens, h, w, s, cand, tcp, sup = c
-        outbuf = self._rewrite(a, offs, s, cand, h, w, tcp, sup)
-        self._walk(d, pkts, valid, gso, now, mark, cand, s, offs, lens, outbuf, tcp, out)
+        c = self._classify(d, pkts, valid, gso, index) if len(pkts) >= VECTOR_MIN else None
+        if c is None:  # too few packets for numpy's fixed costs, or none of them can go as a vector
+            for p, v, g in zip(pkts, valid, gso, strict=True):
+                out.extend(self._one(d, index, p, v, g, now, mark))
+            return out
+        a, offs, lens, h, w, s, cand, tcp = c
+        outbuf = self._rewrite(a, offs, s, cand, h, w, tcp)
+        self._walk(d, index, pkts, valid, gso, now, mark, cand, s, offs, lens, outbuf, tcp, out)
         return out
 
+    def _one(self, d: Device, index: dict[bytes, int], pkt: bytes, valid: bool, gso: int, now: float, mark: int
+             ) -> list[Result]:
+        """A packet that does not go as a vector: through `receive`, but a super-packet that can leaves whole
+        (cut, it would be dozens of packets one by one)."""
+        r = self._super(d, index, pkt, valid, gso, now) if gso else None
+        return r if r is not None else self.eng.receive_one(d.name, pkt, now, mark, valid, gso)
+
+    def _super(self, d: Device, index: dict[bytes, int], pkt: bytes, valid: bool, gso: int, now: float
+               ) -> list[Result] | None:
+        """A TCP super-packet of a vectorisable entry, by the vector path's checks, tracking and rewrite in
+        plain Python (one 64 KB packet: copying it into a batch's buffer would cost more than numpy saves),
+        leaving whole as Linux forwards a GRO packet; None when it cannot go that way.  The MTU is checked
+        per segment (skb_gso_validate_network_len()); its TCP checksum field holds the pseudo-header sum, not
+        inverted (CHECKSUM_PARTIAL): only the addresses change it, the other way round
+        (inet_proto_csum_replace4() with pseudohdr on a partial checksum)."""
+        if len(pkt) < 40:
+            return None
+        slot = index.get(vector_key(pkt[:40]))
+        if slot is None:
+            return None
+        e = self.entries[slot]
+        tot = int.from_bytes(pkt[2:4], "big")
+        doff4 = (pkt[32] >> 4) << 2
+        if (e is None or self.udp[slot] or tot != len(pkt) or pkt[8] <= 1 or 20 + doff4 + gso > self.mtu[slot]
+                or csum_partial(pkt[:20]) != 0xFFFF or doff4 < 20 or doff4 > tot - 20):
+            return None
+        if not valid and self.eng.conntrack.sysctl.checksum and not l4_checksum_ok(pkt, 20, tot - 20, 6):
+            return None
+        table = self.eng.conntrack
+        if not _alive(e, now) or not tcp_ack_fast(table, e.ct, pkt, 20, tot, e.ctinfo >= IP_CT_IS_REPLY, now):
+            return None
+        for c in e.counters:
+            c.pkts += 1
+            c.bytes += tot
+        table.stats.found += 1
+        self.eng.fastpath.hits += 1
+        self.vectored += 1
+        self.supers += 1
+        hdr = bytearray(pkt[:40])
+        hdr[8] -= 1
+        hdr[10:12] = csum_apply(int.from_bytes(pkt[10:12], "big"), int(self.ip_delta[slot])).to_bytes(2, "big")
+        hdr[12:24] = self.hdr[slot].tobytes()
+        partial = csum_fold(int.from_bytes(pkt[36:38], "big") + int(self.addr_delta[slot]))
+        hdr[36:38] = partial.to_bytes(2, "big")
+        return [new_tuple(Tx, (self.dev[slot], self.nexthop[slot], bytes(hdr) + memoryview(pkt)[40:], gso))]
+
     def _classify(self, d: Device, pkts: list[bytes], valid: list[bool], gso: list[int], index: dict[bytes, int]
-                  ) -> tuple[U8, I64, I64, U8, I64, I64, Bools, Bools, Bools] | None:
+                  ) -> tuple[U8, I64, I64, U8, I64, I64, Bools, Bools] | None:
         """The batch as arrays: (buffer, offsets, lengths, first 40 bytes, their 20 words, slots, candidates,
-        TCP, super-packets), or None when no packet can go as a vector."""
+        TCP), or None when no packet can go as a vector.  Super-packets are left out of the buffer (`_super`
+        takes them)."""
         n = len(pkts)
+        supers = any(gso)
+        if supers:
+            pkts = [b"" if g else p for p, g in zip(pkts, gso, strict=True)]
         a = np.frombuffer(b"".join(pkts) + _PAD, dtype=np.uint8)
         lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
         offs = np.zeros(n, dtype=np.int64)
@@ -279,23 +345,19 @@ class VectorPath:
         slots = np.fromiter(map(index.get, keys.view(_KEY_DTYPE).ravel().tolist(), repeat(-1)),
                             dtype=np.int64, count=n)
         cand = slots >= 0
+        if supers:
+            cand &= np.array(gso, dtype=np.int64) == 0
         if not cand.any():
             return None
         s = np.where(cand, slots, 0)
         w = h.view(">u2").astype(np.int64)  # the 20 big-endian words of each header
         tot = w[:, 1]
         # ip_rcv_core(): the header's words sum to 0 mod 0xFFFF; no padding (receive() would trim it)
-        g = np.array(gso, dtype=np.int64)
-        sup = g > 0
-        # the MTUs: a super-packet's segments must fit the way out (skb_gso_validate_network_len()); the
-        # device it came in on took it whole (GRO builds it above the MTU)
-        seg = 20 + ((h[:, 32] >> 4).astype(np.int64) << 2) + g
-        fits = np.where(sup, tcp & (seg <= self.mtu[s]), (lens <= d.mtu) & (tot <= self.mtu[s]))
-        cand &= ((w[:, :10].sum(1) % 0xFFFF == 0) & (tot == lens) & fits & (h[:, 8] > 1)
-                 & self._l4_ok(a, offs, lens, h, w, tcp, valid))
+        cand &= ((w[:, :10].sum(1) % 0xFFFF == 0) & (tot == lens) & (lens <= d.mtu) & (tot <= self.mtu[s])
+                 & (h[:, 8] > 1) & self._l4_ok(a, offs, lens, h, w, tcp, valid))
         if not cand.any():
             return None
-        return a, offs, lens, h, w, s, cand, tcp, sup
+        return a, offs, lens, h, w, s, cand, tcp
 
     def _l4_ok(self, a: U8, offs: I64, lens: I64, h: U8, w: I64, tcp: Bools, valid: list[bool]) -> Bools:
         """udp_error() and tcp_error(): the lengths (UDP's length field, TCP's data offset) within the packet,
@@ -314,11 +376,9 @@ class VectorPath:
         ok &= good | (~tcp & (w[:, 13] == 0)) | np.array(valid, dtype=bool)
         return ok
 
-    def _rewrite(self, a: U8, offs: I64, s: I64, cand: Bools, h: U8, w: I64, tcp: Bools, sup: Bools) -> bytes:
+    def _rewrite(self, a: U8, offs: I64, s: I64, cand: Bools, h: U8, w: I64, tcp: Bools) -> bytes:
         """FlowRewrite.apply on every candidate: TTL, both checksums, addresses and ports, written in the
-        candidates' bytes 8..27 (and, for TCP, its checksum at 36..37).  A super-packet's TCP field holds the
-        pseudo-header sum, not inverted (CHECKSUM_PARTIAL): only the addresses change it, the other way
-        round (inet_proto_csum_replace4() with pseudohdr on a partial checksum)."""
+        candidates' bytes 8..27 (and, for TCP, its checksum at 36..37)."""
         ss = s[cand]
         t = tcp[cand]
         hc = h[cand]
@@ -326,7 +386,6 @@ class VectorPath:
         c = np.where(t, wc[:, 18], wc[:, 13])  # the L4 checksum
         ck = _fold((np.stack((wc[:, 5], c)) ^ 0xFFFF) + np.stack((self.ip_delta[ss], self.l4_delta[ss]))) ^ 0xFFFF
         y = np.where(t, ck[1], np.where(c == 0, 0, np.where(ck[1] == 0, CSUM_MANGLED_0, ck[1])))  # UDP 0: none
-        y = np.where(sup[cand], _fold(c + self.addr_delta[ss]), y)
         hc[:, 8] -= 1
         hc[:, 10] = ck[0] >> 8
         hc[:, 11] = ck[0] & 0xFF
@@ -342,18 +401,19 @@ class VectorPath:
         b[ot[:, None] + _TCP_CSUM] = hc[t][:, 36:38]
         return b.tobytes()
 
-    def _walk(self, d: Device, pkts: list[bytes], valid: list[bool], gso: list[int], now: float, mark: int,
-              cand: Bools, s: I64, offs: I64, lens: I64, outbuf: bytes, tcp: Bools, out: list[Result]) -> None:
+    def _walk(self, d: Device, index: dict[bytes, int], pkts: list[bytes], valid: list[bool], gso: list[int],
+              now: float, mark: int, cand: Bools, s: I64, offs: I64, lens: I64, outbuf: bytes, tcp: Bools,
+              out: list[Result]) -> None:
         eng = self.eng
         n = len(pkts)
         b = _Batch(pkts, s.tolist(), s, offs.tolist(), (offs + lens).tolist(), lens, outbuf,
-                   np.flatnonzero(tcp & cand).tolist(), gso, self.epoch)
+                   np.flatnonzero(tcp & cand).tolist(), self.epoch)
         breaks = np.flatnonzero(~cand).tolist() + [n]
         i = 0
         bi = 0
         while i < n:
             if not cand[i]:
-                out.extend(eng.receive_one(d.name, pkts[i], now, mark, valid[i], gso[i]))
+                out.extend(self._one(d, index, pkts[i], valid[i], gso[i], now, mark))
                 i += 1
                 continue
             while breaks[bi] < i:
@@ -361,7 +421,7 @@ class VectorPath:
             j = self._commit(b, i, breaks[bi], now, out)
             if j < breaks[bi]:
                 # its connection changed, or tcp_ack_fast() declined the segment: one by one
-                out.extend(eng.receive_one(d.name, pkts[j], now, mark, valid[j], gso[j]))
+                out.extend(eng.receive(d.name, pkts[j], now, mark=mark, csum_valid=valid[j]))
                 j += 1
             i = j
 
@@ -376,10 +436,7 @@ class VectorPath:
         entries = self.entries
         table = self.eng.conntrack
         sysctl = table.sysctl
-        # what FastPath.lookup checks, and that nf_conntrack_udp_packet() will not make the entry assured
-        # (TCP entries are all assured)
-        dead = [slot for slot in set(run) if (e := entries[slot]) is None or e.ct.status != e.status
-                or e.ct.mark != e.ctmark or e.ct.timeout <= now or (not e.status & IPS_ASSURED and now > e.ct.proto)]
+        dead = [slot for slot in set(run) if (e := entries[slot]) is None or not _alive(e, now)]
         if dead:
             j = i + min(map(run.index, dead))
         tcp_pos = b.tcp_pos
@@ -416,12 +473,9 @@ class VectorPath:
         table.stats.found += k
         self.eng.fastpath.hits += k
         self.vectored += k
-        gso = b.gso[i:j]
-        if any(gso):
-            self.supers += k - gso.count(0)
         dev, nh, data = self.dev, self.nexthop, b.outbuf
-        out += [new_tuple(Tx, (dev[x], nh[x], data[p:q], g))
-                for x, p, q, g in zip(run, b.starts[i:j], b.ends[i:j], gso, strict=True)]
+        out += [new_tuple(Tx, (dev[x], nh[x], data[p:q], 0)) for x, p, q in zip(run, b.starts[i:j], b.ends[i:j],
+                                                                               strict=True)]
         return j
 
     def _acct(self, run: list[int], ln: I64) -> None:

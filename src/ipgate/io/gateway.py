@@ -414,7 +414,10 @@ class Gateway:
         port = self.ports.get(r.dev)
         head = self.link.hh_header(r.dev, r.nexthop) if self.link is not None and port is not None else None
         if port is not None and head is not None and isinstance(port.io, PacketSocket) and port.io.vnet:
-            self._write(port, head + r.data, r.gso)
+            tx = port.tx
+            port.write_gso(head, r.data, r.gso)
+            if port.tx != tx:
+                self.tx_bytes[port.name] += len(head) + len(r.data)
             return
         try:
             segments = segment(r.data, r.gso, tcp=True)
@@ -435,10 +438,10 @@ class Gateway:
             if port is not None:
                 self._write(port, frame)
 
-    def _write(self, port: Port, data: bytes, gso: int = 0) -> None:
+    def _write(self, port: Port, data: bytes) -> None:
         """Port.write, and the bytes it took for the metrics."""
         tx = port.tx
-        port.write(data, gso)
+        port.write(data)
         if port.tx != tx:
             self.tx_bytes[port.name] += len(data)
 

@@ -70,6 +70,7 @@ def default_state(control: str | None) -> str | None:
 
 def cmd_run(argv: list[str], config: str | None = None, control: str | None = None) -> int:
     from ipgate.io.gateway import BATCH, run
+    from ipgate.io.malloc import keep_freed_heap
     from ipgate.io.metrics import CountingSyslogWriter, parse_listen
     from ipgate.io.ports import AttachSpec, parse_attach
 
@@ -103,5 +104,6 @@ def cmd_run(argv: list[str], config: str | None = None, control: str | None = No
     control_path = None if a.no_control else a.control
     state = None if a.no_state else (a.state or default_state(control_path))
     log = CountingSyslogWriter(a.log)
+    keep_freed_heap()
     return run(a.config, specs, control=control_path, log=log, ring=a.ring, batch=a.batch, state=state,
                state_interval=a.state_interval, metrics=metrics)

@@ -70,9 +70,16 @@ class Port:
     def fileno(self) -> int:
         return self.io.fileno()
 
-    def write(self, data: bytes, gso: int = 0) -> None:
-        """One frame or packet; `gso`: a TCP super-packet for the kernel to segment (AF_PACKET only)."""
-        went = self.io.write_gso(data, gso) if gso and isinstance(self.io, PacketSocket) else self.io.write(data)
+    def write(self, data: bytes) -> None:
+        """One frame or packet."""
+        self._count(self.io.write(data))
+
+    def write_gso(self, head: bytes, packet: bytes, gso: int) -> None:
+        """A TCP super-packet behind link header `head`, for the kernel to segment (AF_PACKET only)."""
+        assert isinstance(self.io, PacketSocket)
+        self._count(self.io.write_gso(head, packet, gso))
+
+    def _count(self, went: bool) -> None:
         if went:
             self.tx += 1
         else:

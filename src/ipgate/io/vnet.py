@@ -36,6 +36,7 @@ VIRTIO_NET_HDR_GSO_UDP_L4 = 5
 VIRTIO_NET_HDR_GSO_ECN = 0x80
 
 VECTOR_MIN = 16  # frames: below this finish_batch() goes frame by frame
+MAX_PLAIN = 9216 + 14 + 4 + VNET_HDR_LEN  # longer frames (GSO) go one by one: copying them into a run costs more
 
 _U16 = struct.Struct("!H")
 
@@ -78,13 +79,13 @@ def _vouched(flags: int) -> bool:
     return bool(flags & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
 
 
-def gso_header(frame: bytes, gso_size: int) -> bytes:
-    """The virtio_net_hdr that has the kernel segment an Ethernet + IPv4 + TCP super-packet at `gso_size`
-    and fill in the checksums (the TCP field holding the pseudo-header sum, as CHECKSUM_PARTIAL)."""
-    ihl = (frame[14] & 0xF) * 4
-    doff = (frame[14 + ihl + 12] >> 4) * 4
-    return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 14 + ihl + doff, gso_size,
-                         14 + ihl, 16)
+def gso_header(head: bytes, packet: bytes, gso_size: int) -> bytes:
+    """The virtio_net_hdr that has the kernel segment an IPv4 + TCP super-packet behind link header `head` at
+    `gso_size` and fill in the checksums (the TCP field holding the pseudo-header sum, as CHECKSUM_PARTIAL)."""
+    ihl = (packet[0] & 0xF) * 4
+    doff = (packet[ihl + 12] >> 4) * 4
+    return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, len(head) + ihl + doff, gso_size,
+                         len(head) + ihl, 16)
 
 
 def _tcp_super(data: bytes) -> int:
@@ -137,12 +138,28 @@ class _Out:
 
 def finish_batch(frames: list[bytes], *, keep_gso: bool = False) -> Finished:
     """`finish` for frames read with their header, in order.  The common cases, no offload pending or a
-    checksum to compute (what a veth hands up from a local sender), are done for the whole batch at once
-    (packet/vcsum.py); GSO frames go through `finish` one by one, and so does a batch of few frames.
-    With `keep_gso`, TCP super-packets are passed on whole (their `gso` size says so) for the caller to
-    forward as they are, the kernel segmenting them on the way out (`gso_header`)."""
-    n = len(frames)
+    checksum to compute (what a veth hands up from a local sender), are done for runs of frames at once
+    (packet/vcsum.py); GSO frames go through `finish` one by one (never copied into a run's buffer), and so
+    does a run of few frames.  With `keep_gso`, TCP super-packets are passed on whole (their `gso` size says
+    so) for the caller to forward as they are, the kernel segmenting them on the way out (`gso_header`)."""
     acc = _Out(keep_gso)
+    if max(map(len, frames), default=0) <= MAX_PLAIN:
+        _finish_run(frames, acc)
+        return acc.result()
+    run: list[bytes] = []
+    for data in frames:
+        if len(data) > MAX_PLAIN:
+            _finish_run(run, acc)
+            run.clear()
+            acc.one(data)
+        else:
+            run.append(data)
+    _finish_run(run, acc)
+    return acc.result()
+
+
+def _finish_run(frames: list[bytes], acc: _Out) -> None:
+    n = len(frames)
     if n < VECTOR_MIN:
         for data in frames:
             if data.startswith(ZERO_HDR):
@@ -151,7 +168,7 @@ def finish_batch(frames: list[bytes], *, keep_gso: bool = False) -> Finished:
                 acc.gso.append(0)
             else:
                 acc.one(data)
-        return acc.result()
+        return
     buf = b"".join(frames) + bytes(VNET_HDR_LEN + 2)
     a = np.frombuffer(buf, dtype=np.uint8)
     lens = np.fromiter(map(len, frames), dtype=np.int64, count=n)
@@ -166,7 +183,8 @@ def finish_batch(frames: list[bytes], *, keep_gso: bool = False) -> Finished:
     offset = hdr[:, 8] | hdr[:, 9] << 8
     pos = start + offset
     good = csum & (start < lens) & (pos + 2 <= lens)
-    acc.bad = int((csum & ~good).sum())
+    failed = csum & ~good
+    acc.bad += int(failed.sum())
     simple = plain | good
     data = buf
     if good.any():
@@ -180,21 +198,21 @@ def finish_batch(frames: list[bytes], *, keep_gso: bool = False) -> Finished:
         w[at] = check[good] >> 8
         w[at + 1] = check[good] & 0xFF
         data = w.tobytes()
-    acc.fixed = int(good.sum())
+    acc.fixed += int(good.sum())
     starts = (offs + VNET_HDR_LEN).tolist()
     ends = end.tolist()
     if simple.all():
-        return Finished([data[p:q] for p, q in zip(starts, ends, strict=True)], good.tolist(), [0] * n, acc.bad,
-                        acc.fixed)
-    for i, (ok, failed, vouched) in enumerate(zip(simple.tolist(), (csum & ~good).tolist(), good.tolist(),
-                                                  strict=True)):
+        acc.frames += [data[p:q] for p, q in zip(starts, ends, strict=True)]
+        acc.valid += good.tolist()
+        acc.gso += [0] * n
+        return
+    for i, (ok, bad, vouched) in enumerate(zip(simple.tolist(), failed.tolist(), good.tolist(), strict=True)):
         if ok:
             acc.frames.append(data[starts[i]:ends[i]])
             acc.valid.append(vouched)
             acc.gso.append(0)
-        elif not failed:
+        elif not bad:
             acc.one(frames[i])
-    return acc.result()
 
 
 def _l3_offset(frame: bytearray) -> int:
