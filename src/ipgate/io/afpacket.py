@@ -46,8 +46,8 @@ TP_STATUS_USER = 1
 # struct tpacket_req3: block_size, block_nr, frame_size, frame_nr, retire_blk_tov, sizeof_priv, feature_req_word
 _REQ3 = struct.Struct("IIIIIII")
 # struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1: block_status, num_pkts,
-# offset_to_first_pkt, ...
-_BLOCK = struct.Struct("IIIII")
+# offset_to_first_pkt, blk_len, seq_num (aligned to 8), ...
+_BLOCK = struct.Struct("IIIIIIQ")
 # struct tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status, tp_mac, tp_net
 _PKT3 = struct.Struct("IIIIIIHH")
 _STATUS = struct.Struct("I")
@@ -72,20 +72,30 @@ class RxRing:
         self.map = mmap.mmap(sock.fileno(), block_size * block_nr, mmap.MAP_SHARED,
                              mmap.PROT_READ | mmap.PROT_WRITE)
         self.view = memoryview(self.map)
-        self.cur = 0
+
+    def _ours(self) -> list[tuple[int, int]]:
+        """(sequence number, index) of the blocks the kernel handed us, oldest first."""
+        unpack, mm, bs = _BLOCK.unpack_from, self.map, self.block_size
+        blocks = (unpack(mm, i * bs) for i in range(self.block_nr))
+        return sorted((b[6], i) for i, b in enumerate(blocks) if b[2] & TP_STATUS_USER)
+
+    def ready(self) -> bool:
+        return any(_BLOCK.unpack_from(self.map, i * self.block_size)[2] & TP_STATUS_USER
+                   for i in range(self.block_nr))
 
     def read_blocks(self, limit: int) -> list[bytes]:
-        """Frames of the ready blocks (whole blocks, while fewer than `limit` frames were read), as they are
-        in the ring: with their virtio_net_hdr if the socket has one."""
+        """Frames of the blocks handed to us, oldest first by their sequence numbers (whole blocks, while
+        fewer than `limit` frames were read), as they are in the ring: with their virtio_net_hdr if the
+        socket has one.  The kernel does not always close them in ring order (seen under overload), so a
+        reader that only waits for the next block in turn can sit on a ring full of unread ones."""
         out: list[bytes] = []
-        mm, view = self.map, self.view
-        bs, nr = self.block_size, self.block_nr
+        mm, view, bs = self.map, self.view, self.block_size
         pkt3 = _PKT3.unpack_from
-        while len(out) < limit:
-            base = self.cur * bs
-            _ver, _priv, status, num, first = _BLOCK.unpack_from(mm, base)
-            if not status & TP_STATUS_USER:
+        for _seq, i in self._ours():
+            if len(out) >= limit:
                 break
+            base = i * bs
+            _ver, _priv, _status, num, first, _len, _seq = _BLOCK.unpack_from(mm, base)
             p = base + first
             for _ in range(num):
                 nxt, _s, _ns, snaplen, _len, _st, mac, _net = pkt3(mm, p)
@@ -94,8 +104,13 @@ class RxRing:
                     break
                 p += nxt
             _STATUS.pack_into(mm, base + _BLOCK_STATUS_OFF, TP_STATUS_KERNEL)  # hand the block back
-            self.cur = (self.cur + 1) % nr
         return out
+
+    def state(self) -> str:
+        """The blocks as `stats` shows them: ours (U) or the kernel's (k), and the sequence numbers of ours."""
+        marks = "".join("U" if _BLOCK.unpack_from(self.map, i * self.block_size)[2] & TP_STATUS_USER else "k"
+                        for i in range(self.block_nr))
+        return f"blocks {marks}, unread {[seq for seq, _ in self._ours()]}"
 
     def close(self) -> None:
         self.view.release()

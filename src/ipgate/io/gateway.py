@@ -55,6 +55,7 @@ from ipgate.stack import Stack
 
 BATCH = 256  # packets read from one device per wake-up (and handed to the engine together)
 MAX_SLEEP = 60.0  # seconds: wake up at least this often even with no timer
+RING_SLEEP = 0.01  # with receive rings: look at them this often even without a wake-up (_poll_rings)
 GC_INTERVAL = 1.0  # seconds between conntrack sweeps (the kernel's gc_worker; expired entries also die on lookup)
 MAX_REASONS = 1024  # distinct drop reasons counted; later ones go under "other"
 FAILED_WAKEUPS = 3  # wake-ups in a row that only gave read errors: the device is gone or broken
@@ -224,8 +225,11 @@ class Gateway:
         """Run until stop() or SIGTERM/SIGINT."""
         sel = self.sel
         while not self._stop:
-            for key, mask in sel.select(self._timeout()):
+            events = sel.select(self._timeout())
+            for key, mask in events:
                 key.data(mask)
+            if self.ring:
+                self._poll_rings({key.fileobj for key, _ in events})
             if self._reload_asked:
                 self._reload_asked = False
                 ok, msg = self.reload()
@@ -233,6 +237,18 @@ class Gateway:
             self._timers(time.monotonic())
         self.log.info("stopping")
         self.save_state()
+
+    def _poll_rings(self, woken: set[object]) -> None:
+        """Read the receive rings that have a block ready but did not wake us.  A TPACKET_V3 socket polls
+        readable only while the block before the kernel's current one is ours (packet_poll(),
+        prb_previous_blk_num()), and prb_close_block() wakes readers before it moves to the next block: a
+        reader can miss the wake-up that matters and, once the kernel froze the ring, none comes again
+        (seen under overload: the ring full of unread blocks, the gateway asleep)."""
+        for port in list(self.ports.values()):
+            io = port.io
+            if (isinstance(io, PacketSocket) and io.ring is not None and io not in woken
+                    and port.name not in self._paused and io.ring.ready()):
+                self._on_port(port)
 
     def _engine_due(self) -> float:
         """When the engine has timer work: its fragment queues' own deadlines, and a conntrack sweep every
@@ -247,9 +263,10 @@ class Gateway:
                            min(self._paused.values(), default=None),
                            self.metrics.next_deadline() if self.metrics else None,
                            self._next_save if self.state_interval and self.state_path else None) if t is not None]
+        longest = RING_SLEEP if self.ring else MAX_SLEEP
         if not due:
-            return MAX_SLEEP
-        return min(max(min(due) - time.monotonic(), 0.0), MAX_SLEEP)
+            return longest
+        return min(max(min(due) - time.monotonic(), 0.0), longest)
 
     def _timers(self, now: float) -> None:
         if self._engine_due() <= now:
@@ -537,6 +554,8 @@ class Gateway:
                 kdrops = p.io.kernel_drops()
                 if kdrops:
                     notes.append(f"{p.name}: {kdrops} frames dropped by the kernel (socket queue full)")
+                if p.io.ring is not None:
+                    notes.append(f"{p.name}: receive ring: {p.io.ring.state()}")
         lines += notes
         lines.append(f"delivered locally: {self.local}")
         lines.append(f"connections: {len(self.stack.conntrack)}")
