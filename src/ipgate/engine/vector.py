@@ -30,7 +30,9 @@ a fixed timeout or a NAT clash, while a packet cannot change their status
 (an unassured one becomes assured once its stream timestamp has passed:
 that packet goes through `receive`); TCP entries of assured ESTABLISHED
 connections for plain ACK segments (no SYN, FIN or RST).  Below VECTOR_MIN
-packets a batch goes one by one.  Slots of entries forgotten during a batch
+packets a batch goes one by one.  A TCP super-packet (GRO) of such an entry
+is not copied into the batch's buffer: `_super` does the same checks,
+tracking and rewrite on it alone, at its place, and it leaves whole.  Slots of entries forgotten during a batch
 are reused only after it, and a flush during a batch (the cache filled up)
 sends the rest one by one, so a packet classified at the start of a batch
 never meets another flow's entry.
@@ -67,7 +69,7 @@ from ipgate.packet.checksum import (
     l4_checksum_ok,
 )
 from ipgate.packet.fastnew import new_tuple
-from ipgate.packet.vcsum import word_sums
+from ipgate.packet.vcsum import windows, word_sums
 
 if TYPE_CHECKING:
     from ipgate.engine.engine import Engine
@@ -82,9 +84,7 @@ Bools = npt.NDArray[np.bool_]
 # key bytes: version/IHL, TOS, fragment field, protocol, addresses, ports, TCP flags (zeroed but for TCP)
 _KEY_AT = np.array([0, 1, 6, 7, 9, *range(12, 24), 33], dtype=np.int64)
 _KEY_DTYPE = np.dtype(f"S{len(_KEY_AT)}")
-_HDR40 = np.arange(40, dtype=np.int64)  # IPv4 header + TCP header without options, or UDP + 12 bytes
-_REWRITTEN = np.arange(8, 28, dtype=np.int64)  # TTL, checksum, addresses, ports, UDP checksum
-_TCP_CSUM = np.arange(36, 38, dtype=np.int64)
+_HDR = 40  # bytes gathered: IPv4 header + TCP header without options, or UDP + 12 bytes
 _PAD = bytes(64)  # after the last packet, so short packets can be gathered (and then refused)
 _UDP_REPLIED = IPS_CONFIRMED | IPS_SEEN_REPLY
 _TCP_ASSURED = IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED
@@ -283,11 +283,10 @@ class VectorPath:
              ) -> list[Result]:
         """A packet that does not go as a vector: through `receive`, but a super-packet that can leaves whole
         (cut, it would be dozens of packets one by one)."""
-        r = self._super(d, index, pkt, valid, gso, now) if gso else None
+        r = self._super(index, pkt, valid, gso, now) if gso else None
         return r if r is not None else self.eng.receive_one(d.name, pkt, now, mark, valid, gso)
 
-    def _super(self, d: Device, index: dict[bytes, int], pkt: bytes, valid: bool, gso: int, now: float
-               ) -> list[Result] | None:
+    def _super(self, index: dict[bytes, int], pkt: bytes, valid: bool, gso: int, now: float) -> list[Result] | None:
         """A TCP super-packet of a vectorisable entry, by the vector path's checks, tracking and rewrite in
         plain Python (one 64 KB packet: copying it into a batch's buffer would cost more than numpy saves),
         leaving whole as Linux forwards a GRO packet; None when it cannot go that way.  The MTU is checked
@@ -338,7 +337,7 @@ class VectorPath:
         lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
         offs = np.zeros(n, dtype=np.int64)
         np.cumsum(lens[:-1], out=offs[1:])
-        h = a[offs[:, None] + _HDR40]  # every packet's first 40 bytes (short ones run into the next: refused)
+        h = windows(a, _HDR)[offs]  # every packet's first 40 bytes (short ones run into the next: refused)
         keys = np.ascontiguousarray(h[:, _KEY_AT])
         tcp = keys[:, 4] == 6
         keys[:, -1] *= tcp
@@ -396,9 +395,9 @@ class VectorPath:
         hc[:, 37] = np.where(t, y & 0xFF, hc[:, 37])
         o = offs[cand]
         b = a.copy()
-        b[o[:, None] + _REWRITTEN] = hc[:, 8:28]
+        windows(b, 20)[o + 8] = hc[:, 8:28]  # TTL, checksum, addresses, ports, UDP checksum
         ot = o[t]
-        b[ot[:, None] + _TCP_CSUM] = hc[t][:, 36:38]
+        windows(b, 2)[ot + 36] = hc[t][:, 36:38]
         return b.tobytes()
 
     def _walk(self, d: Device, index: dict[bytes, int], pkts: list[bytes], valid: list[bool], gso: list[int],

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ipgate.packet.gso import GsoError, segment
-from ipgate.packet.vcsum import word_sums
+from ipgate.packet.vcsum import windows, word_sums
 
 VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_HDR_LEN = VNET_HDR.size
@@ -175,7 +175,7 @@ def _finish_run(frames: list[bytes], acc: _Out) -> None:
     offs = np.zeros(n, dtype=np.int64)
     np.cumsum(lens[:-1], out=offs[1:])
     end = offs + lens
-    hdr = a[offs[:, None] + np.arange(VNET_HDR_LEN)].astype(np.int64)
+    hdr = windows(a, VNET_HDR_LEN)[offs].astype(np.int64)
     plain = (hdr == 0).all(1) & (lens >= VNET_HDR_LEN)
     csum = (hdr[:, 0] == VIRTIO_NET_HDR_F_NEEDS_CSUM) & (hdr[:, 1] == VIRTIO_NET_HDR_GSO_NONE) & (lens > 14)
     # _complete_csum: the field holds the pseudo-header sum; add the data from csum_start on, invert
