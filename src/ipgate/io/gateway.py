@@ -316,6 +316,7 @@ class Gateway:
         self._failed.pop(port.name, None)
         self._pause_for.pop(port.name, None)
         port.rx += len(items)
+        port.reads += 1
         self.rx_bytes[port.name] += sum(map(len, items))
         now = time.monotonic()
         name = port.name
@@ -546,6 +547,8 @@ class Gateway:
             errs = p.io.rx_errors + p.io.tx_errors
             lines.append(f"{p.name:<16}{p.spec.dev:<16}{p.spec.mode:<8}{p.rx:>12}{p.tx:>12}{p.tx_dropped:>12}"
                          f"{errs:>10}")
+            if p.reads:
+                notes.append(f"{p.name}: {p.reads} reads, {p.rx / p.reads:.1f} frames a read")
             if p.io.errnos:
                 notes.append(f"{p.name} i/o errors: " + ", ".join(f"{k} {v}" for k, v in p.io.errnos.most_common()))
             if isinstance(p.io, PacketSocket):

@@ -55,6 +55,7 @@ class Port:
     mac: bytes | None  # the gateway's MAC on this port, when the device dictates it
     created: bool  # we made the device (TUN/TAP): it goes when we close it
     rx: int = 0
+    reads: int = 0  # wake-ups that read at least one frame
     tx: int = 0
     tx_dropped: int = 0
     errors: list[str] = field(default_factory=list)

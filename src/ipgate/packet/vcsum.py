@@ -23,24 +23,32 @@ def word_sums(a: U8, start: I64, end: I64) -> I64:
     a[start:end] (an odd tail byte as a high half); end >= start, and `a` must hold one byte past the
     last end.
 
-    One prefix sum W over the buffer's little-endian words; 256 * W is congruent to the sum of its
-    big-endian words, every even byte weighing 256 and every odd byte 1 (65536 = 1 mod 0xFFFF).  A range
-    starting on an odd byte has the weights the other way round, which is 256 times the same sum.
+    Each range's whole little-endian words of the buffer are summed by one np.add.reduceat (4x faster here
+    than a prefix sum); 256 * that is congruent to their big-endian sum (65536 = 1 mod 0xFFFF).  A byte
+    left over at either end weighs as its place in the buffer says (even: 256, odd: 1), and a range
+    starting on an odd byte has all its weights the other way round: 256 times the same sum.
     """
-    nb = (len(a) - 1) & ~1
-    w = np.empty(nb // 2 + 1, dtype=np.int64)
-    w[0] = 0
-    w[1:] = a[:nb].view("<u2")  # widened first: a cumsum that casts as it goes is 2.5x slower
-    np.cumsum(w[1:], out=w[1:])
-    # G(k): the bytes before k, even ones x 256, odd ones x 1 (up to the factor 256 of the little-endian sum)
-    g_end = (w[end >> 1] << 8) + np.where(end & 1, a[end - 1].astype(np.int64) << 8, 0)
-    g_start = (w[start >> 1] << 8) + np.where(start & 1, a[start - 1].astype(np.int64) << 8, 0)
-    g: I64 = g_end - g_start
-    g = np.where(start & 1, g << 8, g)
-    return g
+    nw = (len(a) - 1) >> 1
+    u = np.zeros(nw + 1, dtype=np.int64)  # and a zero word: an index may be nw
+    u[:nw] = a[:2 * nw].view("<u2")
+    ws = (start + 1) >> 1  # the whole words of each range: [ws, we)
+    we = end >> 1
+    idx = np.empty(2 * len(start), dtype=np.intp)
+    idx[0::2] = np.minimum(ws, nw)
+    idx[1::2] = we
+    mid = np.add.reduceat(u, idx)[0::2]  # (a range without whole words gets one word: masked)
+    g: I64 = np.where(ws < we, mid, 0) << 8
+    if not ((start | end) & 1).any():
+        return g
+    # bytes left over at the ends (numpy's cost here is per call, not per packet: skipped when none is)
+    nonempty = end > start
+    top = len(a) - 1
+    g += np.where((start & 1 == 1) & nonempty, a[np.minimum(start, top)], 0)
+    g += np.where((end & 1 == 1) & nonempty, a[np.maximum(end - 1, 0)].astype(np.int64) << 8, 0)
+    return np.where(start & 1, g << 8, g)
 
 
 def windows(a: U8, width: int) -> U8:
     """Row k is a[k:k + width], a view: indexing it with the packets' offsets gathers (or, assigned to,
     scatters) those bytes of every packet, with one index per packet instead of one per byte."""
-    return np.lib.stride_tricks.as_strided(a, shape=(len(a) - width + 1, width), strides=(1, 1))
+    return np.ndarray((len(a) - width + 1, width), np.uint8, a, 0, (1, 1))  # as_strided() costs 4x more
