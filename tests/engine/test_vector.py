@@ -20,7 +20,7 @@ import pytest
 
 from ipgate.engine import fastpath, vector
 from ipgate.engine.engine import Engine
-from ipgate.engine.result import Result, Tx
+from ipgate.engine.result import Drop, Result, Tx
 from ipgate.inet import aton
 from ipgate.packet.build import build_icmp, build_tcp, build_udp
 from ipgate.packet.checksum import csum_fold, csum_tcpudp_nofold, ip_compute_csum
@@ -408,6 +408,29 @@ def test_super_packets_in_batches_match_one_by_one(seed: int) -> None:
     assert _state(many, Shell(sts[0])) == _state(lone, Shell(sts[1]))
     assert lone.fastpath.vector.supers == many.fastpath.vector.supers >= 10
     assert many.fastpath.vector.vectored > many.fastpath.vector.supers
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_malformed_super_packets(seed: int) -> None:
+    """Super-packets of established flows, mutated (tests/engine/fuzz.py), with any segment size, alone and
+    among others: nothing raises, every result is a packet out or a drop with a reason."""
+    from .fuzz import mutate
+
+    rng = random.Random(seed)
+    e = Engine(load_script(CONF, "v.conf"))
+    _tcp_setup(e, 1.0)
+    now = 2.0
+    for _ in range(40):
+        pkts, gso = [], []
+        for _ in range(rng.choice((1, 3, 20))):
+            c, sp = rng.choice(TCP_CLIENTS)
+            p = _super(c, sp, 1001, rng.randrange(1, 4), 900)
+            pkts.append(bytes(mutate(bytearray(p), rng)) if rng.random() < 0.7 else p)
+            gso.append(rng.choice((0, 1, 900, 900, 1448, 70000)))
+        for r in e.receive_batch("eth0", pkts, now, csum_valid=[rng.random() < 0.8 for _ in pkts], gso=gso):
+            assert isinstance(r, Tx) or (isinstance(r, Drop) and r.reason)
+        now += 0.1
+    assert e.fastpath.vector.supers > 0
 
 
 def test_super_packets_over_the_mtu_are_cut() -> None:

@@ -80,8 +80,7 @@ class RxRing:
         return sorted((b[6], i) for i, b in enumerate(blocks) if b[2] & TP_STATUS_USER)
 
     def ready(self) -> bool:
-        return any(_BLOCK.unpack_from(self.map, i * self.block_size)[2] & TP_STATUS_USER
-                   for i in range(self.block_nr))
+        return bool(self._ours())
 
     def read_blocks(self, limit: int) -> list[bytes]:
         """Frames of the blocks handed to us, oldest first by their sequence numbers (whole blocks, while

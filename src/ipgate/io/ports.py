@@ -71,20 +71,21 @@ class Port:
     def fileno(self) -> int:
         return self.io.fileno()
 
-    def write(self, data: bytes) -> None:
-        """One frame or packet."""
-        self._count(self.io.write(data))
+    def write(self, data: bytes) -> bool:
+        """One frame or packet; did it go?"""
+        return self._count(self.io.write(data))
 
-    def write_gso(self, head: bytes, packet: bytes, gso: int) -> None:
+    def write_gso(self, head: bytes, packet: bytes, gso: int) -> bool:
         """A TCP super-packet behind link header `head`, for the kernel to segment (AF_PACKET only)."""
         assert isinstance(self.io, PacketSocket)
-        self._count(self.io.write_gso(head, packet, gso))
+        return self._count(self.io.write_gso(head, packet, gso))
 
-    def _count(self, went: bool) -> None:
+    def _count(self, went: bool) -> bool:
         if went:
             self.tx += 1
         else:
             self.tx_dropped += 1
+        return went
 
     def write_many(self, frames: list[bytes]) -> int:
         """`write` for a batch of frames; how many bytes went (for the metrics)."""

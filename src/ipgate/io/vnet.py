@@ -159,6 +159,7 @@ def finish_batch(frames: list[bytes], *, keep_gso: bool = False) -> Finished:
 
 
 def _finish_run(frames: list[bytes], acc: _Out) -> None:
+    """finish_batch on frames none of which is long: numpy on the run, or one by one below VECTOR_MIN."""
     n = len(frames)
     if n < VECTOR_MIN:
         for data in frames:

@@ -30,11 +30,15 @@ def segment(pkt: Buffer, mss: int, *, tcp: bool) -> list[bytes]:
     if len(pkt) < 20 or pkt[0] >> 4 != 4:
         raise GsoError("GSO packet without IPv4")
     ihl = (pkt[0] & 0xF) * 4
+    if ihl < 20:  # inet_gso_segment()
+        raise GsoError("GSO packet with a bad IP header length")
     _v, tos, _tot, ip_id, frag_off, ttl, proto, _c, saddr, daddr = _IPH.unpack_from(pkt, 0)
     if tcp:
         if proto != 6 or len(pkt) < ihl + 20:
             raise GsoError("TCP GSO packet without TCP")
         l4len = (pkt[ihl + 12] >> 4) * 4
+        if l4len < 20:  # tcp_gso_segment(): thlen < sizeof(*th)
+            raise GsoError("TCP GSO packet with a bad data offset")
     else:
         if proto != 17 or len(pkt) < ihl + 8:
             raise GsoError("UDP GSO packet without UDP")
