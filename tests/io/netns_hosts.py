@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 TIMEOUT = 20.0
+SOL_PACKET, PACKET_VNET_HDR = 263, 15  # linux/socket.h, linux/if_packet.h
 
 
 def _csum(b: bytes) -> int:
@@ -139,16 +140,31 @@ def connect(addr: str, port: int) -> int:
 
 
 def garbage(iface: str, count: int, seed: int) -> int:
-    """Frames a broken or hostile host could send: random bytes, truncated and lying IPv4 headers, bad ARP."""
+    """Frames a broken or hostile host could send: random bytes, truncated and lying IPv4 headers, bad ARP,
+    GSO super-packets with lying headers."""
     rng = random.Random(seed)
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((iface, 0))
+    gso = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)  # frames with a virtio_net_hdr: GSO super-packets
+    gso.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    gso.bind((iface, 0))
     src = bytes([2, 0, 0, 0, 0, 1])
     bcast = b"\xff" * 6
     sent = 0
     for i in range(count):
-        kind = i % 5
-        if kind == 0:
+        kind = i % 6
+        out = s
+        if kind == 5:  # a TCP super-packet whose headers lie (IHL, data offset, lengths) or whose size is odd
+            ihl = rng.choice((5, 5, 5, 4, 15))
+            ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, rng.choice((3000, 40, 65535)), 7, 0x4000, 64,
+                                       6, 0, socket.inet_aton("192.168.10.2"), socket.inet_aton("203.0.113.2")))
+            tcp = bytearray(struct.pack("!HHIIBBHHH", 40000, 9, 1, 1, rng.choice((0x50, 0x40, 0x00, 0xF0)), 0x10,
+                                        65535, 0, 0))
+            body = bytes(ip) + bytes(max(0, ihl * 4 - 20)) + bytes(tcp) + bytes(rng.randint(0, 3000))
+            hdr = struct.pack("=BBHHHH", 1, 1, 14 + 40, rng.choice((0, 1, 1000, 1448, 65535)), 14 + ihl * 4, 16)
+            frame = hdr + bcast + src + b"\x08\x00" + body
+            out = gso
+        elif kind == 0:
             frame = bytes(rng.getrandbits(8) for _ in range(rng.randint(14, 200)))
         elif kind == 1:  # IPv4 with a random header
             frame = bcast + src + b"\x08\x00" + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 80)))
@@ -165,10 +181,10 @@ def garbage(iface: str, count: int, seed: int) -> int:
                                        0, socket.inet_aton("192.168.10.2"), socket.inet_aton("203.0.113.2")))
             frame = bcast + src + b"\x08\x00" + bytes(ip) + bytes(rng.getrandbits(8) for _ in range(30))
         try:
-            s.send(frame)
+            out.send(frame)
             sent += 1
         except OSError:
-            pass
+            pass  # the sending kernel may refuse a lying virtio_net_hdr
     print(sent)
     return 0
 
