@@ -212,7 +212,7 @@ def _ct_count(lab: Lab) -> int:
     return sum(1 for line in r.stdout.splitlines() if line.startswith(("udp", "tcp", "icmp")))
 
 
-def measure(kind: str, seconds: float, quick: bool, tmp: Path) -> dict[str, float]:
+def measure(kind: str, seconds: float, quick: bool, tmp: Path, flows: bool = True) -> dict[str, float]:
     lab = Lab("packet", tmp)
     lab.tag = f"bench{os.getpid()}"
     res: dict[str, float] = {}
@@ -265,6 +265,8 @@ def measure(kind: str, seconds: float, quick: bool, tmp: Path) -> dict[str, floa
         res["rtt_n"], res["rtt_p50"], res["rtt_p99"] = float(n), float(p50), float(p99)
         ech.kill()
 
+        if not flows:
+            return res
         # memory with 100,000 UDP flows (the WAN host drops them quietly: no ICMP back)
         _sh(lab, "wan", f"iptables-legacy -A INPUT -p udp --dport {FLOW_PORT0}:{FLOW_PORT0 + FLOW_DST - 1} -j DROP")
         res["rss0"] = _rss_kb(gwpid) if gwpid else 0
@@ -306,17 +308,28 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="per throughput test")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 s tests, 300 RTTs, 10,000 flows")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="measure both gateways N times (flows only the first time) and report the median ratios")
     opts = p.parse_args()
     seconds = 2.0 if opts.quick else opts.seconds
     if (os.cpu_count() or 1) < 2:
         print("needs 2 CPUs (gateway on CPU 1, generators on CPU 0)")
         return 1
-    r: dict[str, dict[str, float]] = {}
+    runs: list[dict[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory(prefix="ipgt-bench-") as tmp:
-        for kind in ("ipgate", "kernel"):
-            d = Path(tmp) / kind
-            d.mkdir()
-            r[kind] = measure(kind, seconds, opts.quick, d)
+        for i in range(max(1, opts.repeat)):
+            r: dict[str, dict[str, float]] = {}
+            for kind in ("ipgate", "kernel"):
+                d = Path(tmp) / f"{kind}{i}"
+                d.mkdir()
+                r[kind] = measure(kind, seconds, opts.quick, d, flows=i == 0)
+            runs.append(r)
+    if len(runs) > 1:
+        print(f"\n{len(runs)} runs, ipgate/kernel per run:")
+        for key, label in (("udp_pps", "UDP"), ("tcp_mbs", "TCP")):
+            ratios = sorted(x["ipgate"][key] / x["kernel"][key] for x in runs)
+            print(f"  {label}: " + " ".join(f"{v:.2f}" for v in ratios) + f"  (median {ratios[len(ratios) // 2]:.2f})")
+    r = runs[0]
     g, k = r["ipgate"], r["kernel"]
     print(f"\nMASQUERADE LAN -> WAN, {seconds:g} s per test, gateway on CPU {GW_CPU}, generators on CPU {GEN_CPU}")
     print(f"{'':22}{'ipgate':>12}{'kernel':>12}{'ipgate/kernel':>15}")

@@ -43,6 +43,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -84,6 +85,7 @@ Bools = npt.NDArray[np.bool_]
 # key bytes: version/IHL, TOS, fragment field, protocol, addresses, ports, TCP flags (zeroed but for TCP)
 _KEY_AT = np.array([0, 1, 6, 7, 9, *range(12, 24), 33], dtype=np.int64)
 _KEY_DTYPE = np.dtype(f"S{len(_KEY_AT)}")
+_KEY_GET = itemgetter(*_KEY_AT.tolist())
 _HDR = 40  # bytes gathered: IPv4 header + TCP header without options, or UDP + 12 bytes
 _PAD = bytes(64)  # after the last packet, so short packets can be gathered (and then refused)
 _UDP_REPLIED = IPS_CONFIRMED | IPS_SEEN_REPLY
@@ -95,8 +97,9 @@ VECTOR_MIN = 16  # packets: below this numpy's fixed costs outweigh what it save
 def vector_key(pkt: bytes) -> bytes:
     """The key bytes of `pkt` as `VectorPath.run` gathers them (numpy's fixed-width bytes drop trailing
     NULs; with a fixed width that stays one-to-one)."""
-    pkt = pkt + _PAD
-    k = bytearray(pkt[i] for i in _KEY_AT.tolist())
+    if len(pkt) < 40:
+        pkt = pkt + _PAD
+    k = bytearray(_KEY_GET(pkt))
     if pkt[9] != 6:
         k[-1] = 0
     return bytes(k).rstrip(b"\0")
