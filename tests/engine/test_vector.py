@@ -394,8 +394,9 @@ def test_super_packets_in_batches_match_one_by_one(seed: int) -> None:
             valid.append(roll < 0.5 or rng.random() < 0.9)
             gso.append(mss)
         want = many.receive_batch("eth0", pkts, now, csum_valid=valid, gso=gso)
+        # alone, and as the live gateway hands them over: views of the frames read
         got = [r for p, v, g in zip(pkts, valid, gso, strict=True)
-               for r in lone.receive_batch("eth0", [p], now, csum_valid=[v], gso=[g])]
+               for r in lone.receive_batch("eth0", [memoryview(p)], now, csum_valid=[v], gso=[g])]
         assert got == want
         # and on the wire, what every segment gives through `receive` (cut by the sender: no GRO)
         wire = [Tx(r.dev, r.nexthop, q) for r in got if isinstance(r, Tx)

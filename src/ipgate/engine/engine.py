@@ -29,7 +29,7 @@ from __future__ import annotations
 import errno
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ipgate.conntrack.confirm import nf_confirm, nf_ct_helper_assign
 from ipgate.conntrack.conn import (
@@ -74,7 +74,7 @@ from ipgate.nat.ipnat.core import IpnatTable
 from ipgate.netfilter import matches as M
 from ipgate.netfilter import targets as T
 from ipgate.packet.build import IPDEFTTL, build_ipv4, icmp_error_packet
-from ipgate.packet.checksum import csum_replace2, ip_compute_csum, l4_checksum_ok
+from ipgate.packet.checksum import Buffer, csum_replace2, ip_compute_csum, l4_checksum_ok
 from ipgate.packet.describe import packet_text
 from ipgate.packet.drop import Counters, DropReason, Mib
 from ipgate.packet.fastnew import new_tuple
@@ -182,7 +182,7 @@ class Engine:
     def clock(self) -> float:
         return self.now
 
-    def receive(self, dev: str, data: bytes | bytearray, now: float, *, mark: int = 0,
+    def receive(self, dev: str, data: Buffer, now: float, *, mark: int = 0,
                 csum_valid: bool = False) -> list[Result]:
         """An IPv4 packet arriving on `dev` (no link-layer header).  `csum_valid`: its TCP/UDP/ICMP checksum
         is known good (the kernel's CHECKSUM_UNNECESSARY, or CHECKSUM_PARTIAL completed by the driver), so
@@ -250,7 +250,7 @@ class Engine:
             fp.record(skb, key, before, steps, out[0])
         return out
 
-    def receive_batch(self, dev: str, packets: list[bytes], now: float, *, mark: int = 0,
+    def receive_batch(self, dev: str, packets: Sequence[Buffer], now: float, *, mark: int = 0,
                       csum_valid: list[bool] | None = None, gso: list[int] | None = None) -> list[Result]:
         """`receive` for each of `packets` in turn (all arrived on `dev` at `now`), results in order;
         established flows go as vectors (vector.py).  Per packet, `csum_valid` as for `receive`, and `gso`:
@@ -271,7 +271,7 @@ class Engine:
         fp.check_gens()
         return fp.vector.run(d, packets, now, mark, valid, sizes)
 
-    def receive_each(self, dev: str, packets: list[bytes], now: float, mark: int, valid: list[bool],
+    def receive_each(self, dev: str, packets: Sequence[Buffer], now: float, mark: int, valid: list[bool],
                      gso: list[int]) -> list[Result]:
         """`receive_one` for each packet of a batch, results in order."""
         out: list[Result] = []
@@ -279,7 +279,7 @@ class Engine:
             out.extend(self.receive_one(dev, p, now, mark, v, g))
         return out
 
-    def receive_one(self, dev: str, data: bytes, now: float, mark: int, csum_valid: bool, gso: int
+    def receive_one(self, dev: str, data: Buffer, now: float, mark: int, csum_valid: bool, gso: int
                     ) -> list[Result]:
         """One packet of a batch through `receive`; a super-packet cut into its segments first."""
         if not gso:

@@ -41,6 +41,7 @@ never meets another flow's entry.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -63,6 +64,7 @@ from ipgate.conntrack.tcp import tcp_ack_fast
 from ipgate.engine.result import Result, Tx
 from ipgate.packet.checksum import (
     CSUM_MANGLED_0,
+    Buffer,
     csum_apply,
     csum_delta4,
     csum_fold,
@@ -124,7 +126,7 @@ def _alive(e: Entry, now: float) -> bool:
 class _Batch:
     """One batch as `_walk` and `_commit` share it."""
 
-    pkts: list[bytes]
+    pkts: Sequence[Buffer]
     slots: list[int]  # each packet's slot (0 for non-candidates)
     slot_array: I64  # the same
     starts: list[int]  # each packet's place in `outbuf`
@@ -254,7 +256,7 @@ class VectorPath:
         self.sig = np.resize(self.sig, cap)
 
     # -- a batch ---------------------------------------------------------------------------------------
-    def run(self, d: Device, pkts: list[bytes], now: float, mark: int, valid: list[bool], gso: list[int]
+    def run(self, d: Device, pkts: Sequence[Buffer], now: float, mark: int, valid: list[bool], gso: list[int]
             ) -> list[Result]:
         """Every packet of `pkts` (arrived on `d`; `valid`: checksum known good; `gso`: super-packets' segment
         sizes) in order; the caller checked that the fast path is on."""
@@ -266,7 +268,7 @@ class VectorPath:
             self._free += self._freed
             self._freed.clear()
 
-    def _run(self, d: Device, pkts: list[bytes], now: float, mark: int, valid: list[bool], gso: list[int]
+    def _run(self, d: Device, pkts: Sequence[Buffer], now: float, mark: int, valid: list[bool], gso: list[int]
              ) -> list[Result]:
         out: list[Result] = []
         index = self.index.get((d.ifindex, mark))
@@ -282,14 +284,14 @@ class VectorPath:
         self._walk(d, index, pkts, valid, gso, now, mark, cand, s, offs, lens, outbuf, tcp, out)
         return out
 
-    def _one(self, d: Device, index: dict[bytes, int], pkt: bytes, valid: bool, gso: int, now: float, mark: int
+    def _one(self, d: Device, index: dict[bytes, int], pkt: Buffer, valid: bool, gso: int, now: float, mark: int
              ) -> list[Result]:
         """A packet that does not go as a vector: through `receive`, but a super-packet that can leaves whole
         (cut, it would be dozens of packets one by one)."""
         r = self._super(index, pkt, valid, gso, now) if gso else None
         return r if r is not None else self.eng.receive_one(d.name, pkt, now, mark, valid, gso)
 
-    def _super(self, index: dict[bytes, int], pkt: bytes, valid: bool, gso: int, now: float) -> list[Result] | None:
+    def _super(self, index: dict[bytes, int], pkt: Buffer, valid: bool, gso: int, now: float) -> list[Result] | None:
         """A TCP super-packet of a vectorisable entry, by the vector path's checks, tracking and rewrite in
         plain Python (one 64 KB packet: copying it into a batch's buffer would cost more than numpy saves),
         leaving whole as Linux forwards a GRO packet; None when it cannot go that way.  The MTU is checked
@@ -298,14 +300,15 @@ class VectorPath:
         (inet_proto_csum_replace4() with pseudohdr on a partial checksum)."""
         if len(pkt) < 40:
             return None
-        slot = index.get(vector_key(pkt[:40]))
+        h = bytes(pkt[:40])
+        slot = index.get(vector_key(h))
         if slot is None:
             return None
         e = self.entries[slot]
-        tot = int.from_bytes(pkt[2:4], "big")
-        doff4 = (pkt[32] >> 4) << 2
-        if (e is None or self.udp[slot] or tot != len(pkt) or pkt[8] <= 1 or 20 + doff4 + gso > self.mtu[slot]
-                or csum_partial(pkt[:20]) != 0xFFFF or doff4 < 20 or doff4 > tot - 20):
+        tot = int.from_bytes(h[2:4], "big")
+        doff4 = (h[32] >> 4) << 2
+        if (e is None or self.udp[slot] or tot != len(pkt) or h[8] <= 1 or 20 + doff4 + gso > self.mtu[slot]
+                or csum_partial(h[:20]) != 0xFFFF or doff4 < 20 or doff4 > tot - 20):
             return None
         if not valid and self.eng.conntrack.sysctl.checksum and not l4_checksum_ok(pkt, 20, tot - 20, 6):
             return None
@@ -319,15 +322,15 @@ class VectorPath:
         self.eng.fastpath.hits += 1
         self.vectored += 1
         self.supers += 1
-        hdr = bytearray(pkt[:40])
+        hdr = bytearray(h)
         hdr[8] -= 1
-        hdr[10:12] = csum_apply(int.from_bytes(pkt[10:12], "big"), int(self.ip_delta[slot])).to_bytes(2, "big")
+        hdr[10:12] = csum_apply(int.from_bytes(h[10:12], "big"), int(self.ip_delta[slot])).to_bytes(2, "big")
         hdr[12:24] = self.hdr[slot].tobytes()
-        partial = csum_fold(int.from_bytes(pkt[36:38], "big") + int(self.addr_delta[slot]))
+        partial = csum_fold(int.from_bytes(h[36:38], "big") + int(self.addr_delta[slot]))
         hdr[36:38] = partial.to_bytes(2, "big")
         return [new_tuple(Tx, (self.dev[slot], self.nexthop[slot], bytes(hdr) + memoryview(pkt)[40:], gso))]
 
-    def _classify(self, d: Device, pkts: list[bytes], valid: list[bool], gso: list[int], index: dict[bytes, int]
+    def _classify(self, d: Device, pkts: Sequence[Buffer], valid: list[bool], gso: list[int], index: dict[bytes, int]
                   ) -> tuple[U8, I64, I64, U8, I64, I64, Bools, Bools] | None:
         """The batch as arrays: (buffer, offsets, lengths, first 40 bytes, their 20 words, slots, candidates,
         TCP), or None when no packet can go as a vector.  Super-packets are left out of the buffer (`_super`
@@ -403,7 +406,7 @@ class VectorPath:
         windows(b, 2)[ot + 36] = hc[t][:, 36:38]
         return b.tobytes()
 
-    def _walk(self, d: Device, index: dict[bytes, int], pkts: list[bytes], valid: list[bool], gso: list[int],
+    def _walk(self, d: Device, index: dict[bytes, int], pkts: Sequence[Buffer], valid: list[bool], gso: list[int],
               now: float, mark: int, cand: Bools, s: I64, offs: I64, lens: I64, outbuf: bytes, tcp: Bools,
               out: list[Result]) -> None:
         eng = self.eng

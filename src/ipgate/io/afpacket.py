@@ -27,9 +27,11 @@ import select
 import socket
 import struct
 from collections import Counter
+from collections.abc import Sequence
 
 from ipgate.io import netdev
 from ipgate.io.vnet import VNET_HDR_LEN, ZERO_HDR, finish_batch, gso_header
+from ipgate.packet.checksum import Buffer
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -151,7 +153,7 @@ class PacketSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def read_batch(self, limit: int) -> tuple[list[bytes], list[bool] | None, list[int] | None]:
+    def read_batch(self, limit: int) -> tuple[Sequence[Buffer], list[bool] | None, list[int] | None]:
         """Up to `limit` frames that are waiting, and for each whether its checksum is known good and its
         GSO segment size when it is a TCP super-packet left whole (from the virtio_net_hdr; None without)."""
         if self.ring is not None:

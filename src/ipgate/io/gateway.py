@@ -32,7 +32,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ipgate.conntrack.persist import StateError, load_state, save_state
@@ -49,6 +49,7 @@ from ipgate.io.rebind import carry_state, rebind_engine, rebind_link
 from ipgate.io.syslog import SyslogWriter
 from ipgate.link import ether
 from ipgate.link.layer import Frames, LinkLayer
+from ipgate.packet.checksum import Buffer
 from ipgate.packet.gso import GsoError, segment
 from ipgate.shell import ScriptErrors, load_script
 from ipgate.stack import Stack
@@ -330,7 +331,7 @@ class Gateway:
         assert link is not None
         # plain IPv4 frames for us go to the engine together (Engine.receive_batch); any other frame (ARP...)
         # first lets the packets before it through, so the link layer sees everything in arrival order
-        pending: list[bytes] = []
+        pending: list[Buffer] = []
         pending_valid: list[bool] = []
         pending_gso: list[int] = []
         for data, ip, v, g in zip(items, link.ip_payloads(name, items), valid, gso, strict=True):
@@ -354,7 +355,7 @@ class Gateway:
         if pending:
             self._receive(name, pending, pending_valid, pending_gso, now)
 
-    def _receive(self, name: str, packets: list[bytes], valid: list[bool], gso: list[int], now: float) -> None:
+    def _receive(self, name: str, packets: Sequence[Buffer], valid: list[bool], gso: list[int], now: float) -> None:
         """Packets in from `name` (`valid`: their checksums known good; `gso`: super-packets' segment sizes),
         their results out."""
         try:

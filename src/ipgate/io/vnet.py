@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ipgate.packet.checksum import Buffer
 from ipgate.packet.gso import GsoError, segment
 from ipgate.packet.vcsum import windows, word_sums
 
@@ -66,7 +67,7 @@ def _complete_csum(data: bytes, start: int, offset: int) -> bytes:
 class Finished(NamedTuple):
     """What `finish_batch` makes of a batch of frames read with their header."""
 
-    frames: list[bytes]
+    frames: list[Buffer]  # a super-packet kept whole is a view of the frame read (64 KB not copied)
     csum_valid: list[bool]  # per frame: its L4 checksum is known good (we completed it, or the NIC checked it)
     gso: list[int]  # per frame: its GSO segment size when it is a TCP super-packet kept whole, else 0
     bad: int  # frames dropped as malformed
@@ -108,7 +109,7 @@ class _Out:
     __slots__ = ("frames", "valid", "gso", "bad", "fixed", "keep_gso")
 
     def __init__(self, keep_gso: bool) -> None:
-        self.frames: list[bytes] = []
+        self.frames: list[Buffer] = []
         self.valid: list[bool] = []
         self.gso: list[int] = []
         self.bad = self.fixed = 0
@@ -118,7 +119,7 @@ class _Out:
         """`finish` on one frame (or, if asked, a TCP super-packet kept whole)."""
         mss = _tcp_super(data) if self.keep_gso else 0
         if mss:
-            self.frames.append(data[VNET_HDR_LEN:])
+            self.frames.append(memoryview(data)[VNET_HDR_LEN:])
             self.valid.append(True)
             self.gso.append(mss)
             return

@@ -21,6 +21,8 @@ import enum
 import struct
 from typing import NamedTuple
 
+from ipgate.packet.checksum import Buffer
+
 ETH_ALEN = 6
 ETH_HLEN = 14
 ETH_ZLEN = 60  # minimum frame length without the FCS
@@ -71,7 +73,7 @@ def pkt_type_of(dst: bytes, own_mac: bytes) -> PktType:
     return PktType.HOST if dst == own_mac else PktType.OTHERHOST
 
 
-def parse(frame: bytes, own_mac: bytes) -> EthFrame | EthDrop:
+def parse(frame: Buffer, own_mac: bytes) -> EthFrame | EthDrop:
     """A received Ethernet II frame, or why it is dropped (never raises)."""
     if len(frame) < ETH_HLEN:
         return EthDrop("PKT_TOO_SMALL")

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from ipgate.inet import ntoa
@@ -59,6 +59,7 @@ from ipgate.link.neigh import (
     Xmit,
     unres_qlen_bytes,
 )
+from ipgate.packet.checksum import Buffer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ class LinkLayer:
         return d
 
     # -- input --------------------------------------------------------------
-    def ip_payloads(self, dev: str, frames: list[bytes]) -> list[bytes | None]:
+    def ip_payloads(self, dev: str, frames: Sequence[Buffer]) -> list[Buffer | None]:
         """The common case of `frame_in`, for a batch: the IPv4 packet of each untagged frame for our address
         or a group address on an up Ethernet device; None for anything else (which `frame_in` then handles)."""
         d = self.stack.devices.get(dev)
@@ -182,7 +183,7 @@ class LinkLayer:
         return [f[ether.ETH_HLEN:] if f[12:14] == b"\x08\x00" and (f[:6] == mac or f[0] & 1) else None
                 for f in frames]
 
-    def frame_in(self, dev: str, frame: bytes, now: float) -> tuple[bytes | None, Frames]:
+    def frame_in(self, dev: str, frame: Buffer, now: float) -> tuple[Buffer | None, Frames]:
         """An Ethernet frame received on `dev`: (the IPv4 packet inside for the engine, or None;
         frames to send now, e.g. ARP replies).  Frames not for us (other unicast MACs) give (None, [])."""
         [ip] = self.ip_payloads(dev, [frame])
