@@ -177,7 +177,7 @@ def icmp_packet(table: ConntrackTable, ct: Conn, ctinfo: int, skblen: int, now: 
 
 
 def icmp_error(table: ConntrackTable, pkt: Buf, dataoff: int, l4len: int, hook: int, now: float,
-               daddr: int, csum: bool = True) -> tuple[int, Conn | None, int, str]:
+               daddr: int, csum: bool) -> tuple[int, Conn | None, int, str]:
     """nf_conntrack_icmpv4_error() + nf_conntrack_inet_error().
 
     Returns (verdict, ct, ctinfo, reason): verdict <= 0 is invalid; a
@@ -186,8 +186,7 @@ def icmp_error(table: ConntrackTable, pkt: Buf, dataoff: int, l4len: int, hook: 
     """
     if l4len < 8:
         return -NF_ACCEPT, None, 0, "short packet"
-    if csum and table.sysctl.checksum and hook == NF_INET_PRE_ROUTING and not l4_checksum_ok(pkt, dataoff, l4len,
-                                                                                               1, False):
+    if csum and hook == NF_INET_PRE_ROUTING and not l4_checksum_ok(pkt, dataoff, l4len, 1, False):
         return -NF_ACCEPT, None, 0, "bad hw icmp checksum"
     mv = memoryview(pkt)
     itype = mv[dataoff]

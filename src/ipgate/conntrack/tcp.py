@@ -558,14 +558,15 @@ def nf_conntrack_tcp_established(ct: Conn) -> bool:
 
 
 def tcp_packet(table: ConntrackTable, ct: Conn, th: TcpSeg, ctinfo: int, now: float,
-               hook: int, csum: bool = True) -> tuple[int, str]:
+               hook: int, csum: bool) -> tuple[int, str]:
     """nf_conntrack_tcp_packet(): (verdict, reason).
 
     Verdicts as the kernel's: NF_ACCEPT, -NF_ACCEPT (invalid: passes untracked,
     ``--ctstate INVALID``), NF_DROP, -NF_REPEAT (entry killed to reopen: look up again).
+    `csum`: verify the checksum (nf_conntrack_checksum set, and the checksum not known good).
     """
     sysctl = table.sysctl
-    err = tcp_error(th, hook, csum and bool(sysctl.checksum))
+    err = tcp_error(th, hook, csum)
     if err:
         return -NF_ACCEPT, err
 

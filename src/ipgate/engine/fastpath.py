@@ -118,9 +118,7 @@ class FastPath:
         self.vector.clear()
 
     def _forget(self, k: tuple[object, ...]) -> None:
-        e = self.entries.pop(k)
-        if e.vkey is not None:
-            self.vector.forget(e)
+        self.vector.forget(self.entries.pop(k))
 
     def prune(self, now: float) -> int:
         """Forget the decisions of connections that died or expired (they would otherwise keep their

@@ -310,9 +310,9 @@ class VectorPath:
         if (e is None or self.udp[slot] or tot != len(pkt) or h[8] <= 1 or 20 + doff4 + gso > self.mtu[slot]
                 or csum_partial(h[:20]) != 0xFFFF or doff4 < 20 or doff4 > tot - 20):
             return None
-        if not valid and self.eng.conntrack.sysctl.checksum and not l4_checksum_ok(pkt, 20, tot - 20, 6):
-            return None
         table = self.eng.conntrack
+        if not valid and table.sysctl.checksum and not l4_checksum_ok(pkt, 20, tot - 20, 6):
+            return None
         if not _alive(e, now) or not tcp_ack_fast(table, e.ct, pkt, 20, tot, e.ctinfo >= IP_CT_IS_REPLY, now):
             return None
         for c in e.counters:

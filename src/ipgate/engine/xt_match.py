@@ -119,18 +119,6 @@ def rule_conditions(r: Rule, stack: Stack, clock: Clock, env: dict[str, object],
     return conds
 
 
-def compile_rule(r: Rule, stack: Stack, clock: Clock) -> Test | None:
-    """The whole test of a rule as one generated function (None when it matches every packet)."""
-    env: dict[str, object] = {}
-    conds = rule_conditions(r, stack, clock, env)
-    if not conds:
-        return None
-    src = "def _test(s):\n" + "".join(f"    if {c}: return False\n" for c in conds) + "    return True\n"
-    exec(compile(src, f"<rule {r}>", "exec"), env)  # noqa: S102 - source built above from integers only
-    fn = env["_test"]
-    return fn  # type: ignore[return-value]
-
-
 def _tcp_header_ok(s: Skb, need: int) -> bool:
     """The header must be there; a short one is a "hotdrop" (the packet is dropped)."""
     if s.l4len < need or len(s.buf) < s.ihl + need:
@@ -248,11 +236,17 @@ def _multiport(m: M.MultiportMatch) -> Test:
     return test
 
 
-def _ct_state_bit(ct: Conn | None, ctinfo: int) -> int:
-    """XT_CONNTRACK_STATE_BIT(ctinfo), INVALID or UNTRACKED."""
+def _ct_state_bits(ct: Conn | None, ctinfo: int) -> int:
+    """XT_CONNTRACK_STATE_BIT(ctinfo), INVALID or UNTRACKED, and the SNAT/DNAT bits of the connection."""
     if ct is None:
-        return M.CT_STATE_UNTRACKED if ctinfo == 7 else M.CT_STATE_INVALID
-    return 1 << ((ctinfo % IP_CT_IS_REPLY) + 1)
+        return M.CT_STATE_UNTRACKED if ctinfo == IP_CT_UNTRACKED else M.CT_STATE_INVALID
+    bit = 1 << ((ctinfo % IP_CT_IS_REPLY) + 1)
+    st = ct.status
+    if st & IPS_SRC_NAT:
+        bit |= M.CT_STATE_SNAT
+    if st & IPS_DST_NAT:
+        bit |= M.CT_STATE_DNAT
+    return bit
 
 
 def _conntrack(m: M.ConntrackMatch, clock: Clock) -> Test:
@@ -309,35 +303,17 @@ def _conntrack(m: M.ConntrackMatch, clock: Clock) -> Test:
     want_reply = bool(inv & M.XT_CONNTRACK_DIRECTION)
 
     if f & ~M.XT_CONNTRACK_STATE_ALIAS == M.XT_CONNTRACK_STATE:
-        # -m state (or -m conntrack --ctstate alone), the common case: the test below, the state bit only
-        untracked, invalid, snat, dnat = M.CT_STATE_UNTRACKED, M.CT_STATE_INVALID, M.CT_STATE_SNAT, M.CT_STATE_DNAT
+        # -m state (or -m conntrack --ctstate alone), the common case: the state only
 
         def state_test(s: Skb) -> bool:
-            ct = s.ct
-            if ct is None:
-                bit = untracked if s.ctinfo == IP_CT_UNTRACKED else invalid
-            else:
-                bit = 1 << ((s.ctinfo % IP_CT_IS_REPLY) + 1)  # XT_CONNTRACK_STATE_BIT(ctinfo)
-                st = ct.status
-                if st & IPS_SRC_NAT:
-                    bit |= snat
-                if st & IPS_DST_NAT:
-                    bit |= dnat
-            return bool(state_mask & bit) != state_inv
+            return bool(state_mask & _ct_state_bits(s.ct, s.ctinfo)) != state_inv
 
         return state_test
 
     def test(s: Skb) -> bool:
         ct = s.ct
-        if state:
-            bit = _ct_state_bit(ct, s.ctinfo)
-            if ct is not None:
-                if ct.status & IPS_SRC_NAT:
-                    bit |= M.CT_STATE_SNAT
-                if ct.status & IPS_DST_NAT:
-                    bit |= M.CT_STATE_DNAT
-            if bool(state_mask & bit) == state_inv:
-                return False
+        if state and bool(state_mask & _ct_state_bits(ct, s.ctinfo)) == state_inv:
+            return False
         if ct is None:
             return state
         if direction and (s.ctinfo >= IP_CT_IS_REPLY) != want_reply:

@@ -109,9 +109,10 @@ class RxRing:
 
     def state(self) -> str:
         """The blocks as `stats` shows them: ours (U) or the kernel's (k), and the sequence numbers of ours."""
-        marks = "".join("U" if _BLOCK.unpack_from(self.map, i * self.block_size)[2] & TP_STATUS_USER else "k"
-                        for i in range(self.block_nr))
-        return f"blocks {marks}, unread {[seq for seq, _ in self._ours()]}"
+        ours = self._ours()
+        mine = {i for _, i in ours}
+        marks = "".join("U" if i in mine else "k" for i in range(self.block_nr))
+        return f"blocks {marks}, unread {[seq for seq, _ in ours]}"
 
     def close(self) -> None:
         self.view.release()
@@ -146,7 +147,7 @@ class PacketSocket:
         self.vnet = vnet
         self.rx_errors = 0  # malformed offload headers, failed reads
         self.tx_errors = 0
-        self.offloads = 0  # frames whose checksum or segmentation we finished (vnet.finish)
+        self.offloads = 0  # frames whose checksum or segmentation we finished (vnet.finish_batch)
         self.errnos: Counter[str] = Counter()  # why reads and writes failed
         self._kdrops = 0
 

@@ -192,8 +192,8 @@ def reciprocal_scale(val: int, ep_ro: int) -> int:
 # -- tuple keys ----------------------------------------------------------------
 # The allocation works on the conntrack table's int keys (conntrack/tuple.py:
 # src<<72 | dst<<40 | sport<<24 | dport<<8 | proto): a candidate is one int, not
-# a Tuple built, replaced and inverted per attempt.  The Tuple forms below are
-# thin wrappers for commands and tests.
+# a Tuple built, replaced and inverted per attempt.  `find_best_ips_proto` and
+# `get_unique_tuple` also take and give Tuples, for tests.
 
 _SRC_SHIFT, _DST_SHIFT, _SPORT_SHIFT, _DPORT_SHIFT = 72, 40, 24, 8
 _NOT_SRC = (1 << 72) - 1
@@ -223,10 +223,6 @@ def l4proto_in_range_key(k: int, maniptype: ManipType, lo: int, hi: int) -> bool
     return True
 
 
-def l4proto_in_range(t: Tuple, maniptype: ManipType, lo: int, hi: int) -> bool:
-    return l4proto_in_range_key(t.key, maniptype, lo, hi)
-
-
 def nf_in_range_key(k: int, r: NatRange2) -> bool:
     """nf_in_range(): would source-mapping to `k` satisfy the range?"""
     if r.flags & NF_NAT_RANGE_MAP_IPS and not r.min_addr <= k >> _SRC_SHIFT <= r.max_addr:
@@ -236,20 +232,12 @@ def nf_in_range_key(k: int, r: NatRange2) -> bool:
     return l4proto_in_range_key(k, NAT_MANIP_SRC, r.min_proto, r.max_proto)
 
 
-def nf_in_range(t: Tuple, r: NatRange2) -> bool:
-    return nf_in_range_key(t.key, r)
-
-
 # -- uniqueness --------------------------------------------------------------
 
 def nf_nat_used_tuple_key(table: ConntrackTable, k: int, ct: Conn, now: float) -> bool:
     """nf_nat_used_tuple(): would the reply to `k` clash with another connection?"""
     inv = invert_key(k)
     return inv < 0 or table.tuple_taken(inv, ct, now)
-
-
-def nf_nat_used_tuple(table: ConntrackTable, t: Tuple, ct: Conn, now: float) -> bool:
-    return nf_nat_used_tuple_key(table, t.key, ct, now)
 
 
 def nf_nat_used_tuple_new_key(table: ConntrackTable, k: int, ct: Conn, now: float) -> bool:
@@ -270,10 +258,6 @@ def nf_nat_used_tuple_new_key(table: ConntrackTable, k: int, ct: Conn, now: floa
     if direction != 1 or other.status & (IPS_NAT_MASK | IPS_SEQ_ADJUST):
         return True
     return not (other.okey == ct.rkey and other.rkey == ct.okey)
-
-
-def nf_nat_used_tuple_new(table: ConntrackTable, t: Tuple, ct: Conn, now: float) -> bool:
-    return nf_nat_used_tuple_new_key(table, t.key, ct, now)
 
 
 def _nat_may_kill(other: Conn, flags: int) -> bool:
@@ -310,10 +294,6 @@ def nf_nat_used_tuple_harder_key(table: ConntrackTable, k: int, ct: Conn, attemp
     return True
 
 
-def nf_nat_used_tuple_harder(table: ConntrackTable, t: Tuple, ct: Conn, attempts_left: int, now: float) -> bool:
-    return nf_nat_used_tuple_harder_key(table, t.key, ct, attempts_left, now)
-
-
 # -- allocation ----------------------------------------------------------------
 
 def find_appropriate_src_key(table: ConntrackTable, k: int, r: NatRange2) -> int:
@@ -331,11 +311,6 @@ def find_appropriate_src_key(table: ConntrackTable, k: int, r: NatRange2) -> int
         if nf_in_range_key(result, r):
             return result
     return -1
-
-
-def find_appropriate_src(table: ConntrackTable, t: Tuple, r: NatRange2) -> Tuple | None:
-    k = find_appropriate_src_key(table, t.key, r)
-    return None if k < 0 else Tuple.from_key(k)
 
 
 def find_best_ips_proto_key(k: int, r: NatRange2, maniptype: ManipType, zone_id: int = 0) -> int:
@@ -422,12 +397,6 @@ def nf_nat_l4proto_unique_key(table: ConntrackTable, k: int, r: NatRange2, manip
         off = rng.getrandbits(16)
 
 
-def nf_nat_l4proto_unique_tuple(table: ConntrackTable, t: Tuple, r: NatRange2, maniptype: ManipType,
-                                ct: Conn, rng: random.Random, now: float) -> Tuple | None:
-    k = nf_nat_l4proto_unique_key(table, t.key, r, maniptype, ct, rng, now)
-    return None if k < 0 else Tuple.from_key(k)
-
-
 def get_unique_key(table: ConntrackTable, orig: int, r: NatRange2, ct: Conn, maniptype: ManipType,
                    rng: random.Random, now: float) -> int:
     """get_unique_tuple(): the key of the tuple the packet will carry after the manip, or -1 if none is free."""
@@ -479,10 +448,9 @@ def nf_nat_initialized(ct: Conn, maniptype: ManipType) -> bool:
 def nf_nat_setup_info(table: ConntrackTable, ct: Conn, r: NatRange2, maniptype: ManipType,
                       rng: random.Random, now: float) -> int:
     """nf_nat_setup_info(): bind `ct` for `maniptype`; NF_DROP when no tuple is free."""
-    status = ct.status
-    if status & IPS_CONFIRMED:
+    if ct.status & IPS_CONFIRMED:
         return NF_ACCEPT
-    if status & (IPS_SRC_NAT_DONE if maniptype == NAT_MANIP_SRC else IPS_DST_NAT_DONE):  # nf_nat_initialized()
+    if nf_nat_initialized(ct, maniptype):
         return NF_DROP
     # What we've got will look like the inverse of the reply (prior manips included).
     curr = invert_key(ct.rkey)
@@ -555,12 +523,12 @@ def nf_nat_inet_fn(table: ConntrackTable, ct: Conn | None, ctinfo: int, hook: in
     if ct is None:
         return NF_ACCEPT, None
     maniptype = hook2manip(hook)
-    done = IPS_SRC_NAT_DONE if maniptype == NAT_MANIP_SRC else IPS_DST_NAT_DONE  # nf_nat_initialized()
-    if (ctinfo == IP_CT_NEW or ctinfo == IP_CT_RELATED or ctinfo == IP_CT_RELATED_REPLY) and not ct.status & done:
+    if ((ctinfo == IP_CT_NEW or ctinfo == IP_CT_RELATED or ctinfo == IP_CT_RELATED_REPLY)
+            and not nf_nat_initialized(ct, maniptype)):
         verdict = rules(ct, maniptype)
         if verdict != NF_ACCEPT:
             return verdict, None
-        if not ct.status & done:
+        if not nf_nat_initialized(ct, maniptype):
             verdict = _null_binding(table, ct, maniptype, rng, now)
             if verdict != NF_ACCEPT:
                 return verdict, None
